@@ -1,0 +1,33 @@
+"""asose-jax: ASO-SE neural architecture search in JAX/Flax.
+
+Module map:
+  operations     candidate ops, registered by name; the ASO-SE, DARTS and NAS-Bench-201 op sets
+  depthwise      depthwise convolution (shifted sum with a custom VJP on CPU, grouped conv elsewhere)
+  mixed_op       one edge: weighted sum of ops, or the single sampled op via lax.switch
+  spaces         the search networks: chain (ASO-SE), darts (cells), nb201 (NAS-Bench-201)
+  initializers   fast variable initialisation (one random draw for all kernels)
+  sampling       edge weights from logits: softmax, soft Gumbel, straight-through hard Gumbel
+  schedules      learning-rate and temperature schedules of the global step
+  genotypes      discrete architectures derived from logits, JSON round trip
+  config         SearchConfig: plain, validated data
+  optimizers     SGD (weights) and Adam (logits) as optax chains with coupled L2
+  steps          the pure weight_step, arch_step (first/second order) and eval_step
+"""
+
+from asose_jax.config import SearchConfig
+from asose_jax.genotypes import derive_genotype, genotype_from_json, genotype_to_json
+from asose_jax.spaces import build_search_model, count_params, init_arch_logits
+from asose_jax.steps import build_model, init_search_state, make_search_steps
+
+__all__ = [
+    "SearchConfig",
+    "build_model",
+    "build_search_model",
+    "count_params",
+    "derive_genotype",
+    "genotype_from_json",
+    "genotype_to_json",
+    "init_arch_logits",
+    "init_search_state",
+    "make_search_steps",
+]

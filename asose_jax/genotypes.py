@@ -1,0 +1,161 @@
+"""Genotypes: discrete architectures derived from logits, and their JSON form.
+
+* ``chain``: per block the strongest op other than ``none``.
+* ``darts``: the DARTS rule: per node keep the two inputs whose strongest
+  non-``none`` op weighs most, and on each that op.
+* ``nb201``: per edge the strongest op (``none`` included, as in NAS-Bench-201),
+  written as ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from asose_jax.operations import check_op_names
+from asose_jax.spaces import darts as darts_space
+from asose_jax.spaces import nb201 as nb201_space
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainGenotype:
+    ops: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class DartsGenotype:
+    normal: tuple[tuple[str, int], ...]
+    normal_concat: tuple[int, ...]
+    reduce: tuple[tuple[str, int], ...]
+    reduce_concat: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class NB201Genotype:
+    nodes: tuple[tuple[tuple[str, int], ...], ...]  # node i: ((op, input node), ...) for inputs 0..i-1
+
+    def to_string(self) -> str:
+        return "+".join("|" + "|".join(f"{op}~{j}" for op, j in node) + "|" for node in self.nodes)
+
+    @classmethod
+    def from_string(cls, arch: str) -> NB201Genotype:
+        try:
+            nodes = []
+            for node in arch.split("+"):
+                edges = [e.split("~") for e in node.strip("|").split("|")]
+                nodes.append(tuple((op, int(j)) for op, j in edges))
+        except ValueError as err:
+            raise ValueError(f"malformed NAS-Bench-201 string {arch!r}: {err}") from None
+        return cls(tuple(nodes))
+
+
+Genotype = ChainGenotype | DartsGenotype | NB201Genotype
+_SPACE_OF = {ChainGenotype: "chain", DartsGenotype: "darts", NB201Genotype: "nb201"}
+
+
+def _best_op(row: np.ndarray, op_names: Sequence[str], exclude_none: bool) -> tuple[str, float]:
+    order = [k for k in np.argsort(-row, kind="stable") if not (exclude_none and op_names[k] == "none")]
+    if not order:
+        raise ValueError("cannot derive a genotype: every candidate op is 'none'")
+    return op_names[order[0]], float(row[order[0]])
+
+
+def _softmax(logits) -> np.ndarray:
+    a = np.asarray(logits, np.float64)
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _darts_cell(weights: np.ndarray, op_names: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    edges = darts_space.edge_inputs()
+    cell = []
+    for node in range(darts_space.STEPS):
+        rows = [(j, _best_op(weights[e], op_names, True)) for e, (i, j) in enumerate(edges) if i == node]
+        rows.sort(key=lambda r: -r[1][1])
+        cell.extend((op, j) for j, (op, _) in sorted(rows[:2]))
+    return tuple(cell)
+
+
+def derive_genotype(space: str, logits: dict, op_names: Sequence[str]) -> Genotype:
+    """The discrete architecture that ``logits`` (``{name: [E, K]}``) prefer."""
+    op_names = check_op_names(op_names)
+    if space == "chain":
+        w = _softmax(logits["blocks"])
+        return ChainGenotype(tuple(_best_op(row, op_names, True)[0] for row in w))
+    if space == "darts":
+        concat = tuple(range(2, 2 + darts_space.STEPS))
+        return DartsGenotype(
+            _darts_cell(_softmax(logits["normal"]), op_names),
+            concat,
+            _darts_cell(_softmax(logits["reduce"]), op_names),
+            concat,
+        )
+    if space == "nb201":
+        w = _softmax(logits["cell"])
+        ops = [_best_op(row, op_names, False)[0] for row in w]
+        nodes, e = [], 0
+        for i in range(1, nb201_space.NODES):
+            nodes.append(tuple((ops[e + j], j) for j in range(i)))
+            e += i
+        return NB201Genotype(tuple(nodes))
+    raise ValueError(f"unknown search space {space!r}; use one of chain, darts, nb201")
+
+
+def genotype_to_json(genotype: Genotype) -> dict:
+    """A JSON-ready dict with a ``space`` key; nb201 adds the NAS-Bench-201 string as ``arch_str``."""
+    out = {"space": _SPACE_OF[type(genotype)], **json.loads(json.dumps(dataclasses.asdict(genotype)))}
+    if isinstance(genotype, NB201Genotype):
+        out["arch_str"] = genotype.to_string()
+    return out
+
+
+def _pairs(value) -> tuple[tuple[str, int], ...]:
+    return tuple((str(op), int(j)) for op, j in value)
+
+
+def genotype_from_json(data: dict) -> Genotype:
+    """Inverse of ``genotype_to_json``; raises ValueError naming what is missing or wrong."""
+    if not isinstance(data, dict) or "space" not in data:
+        raise ValueError("genotype JSON must be an object with a 'space' key (chain, darts or nb201)")
+    space = data["space"]
+    try:
+        if space == "chain":
+            genotype = ChainGenotype(tuple(str(op) for op in data["ops"]))
+            check_op_names(genotype.ops)
+        elif space == "darts":
+            genotype = DartsGenotype(
+                _pairs(data["normal"]),
+                tuple(int(i) for i in data["normal_concat"]),
+                _pairs(data["reduce"]),
+                tuple(int(i) for i in data["reduce_concat"]),
+            )
+            check_op_names([op for op, _ in genotype.normal + genotype.reduce])
+        elif space == "nb201":
+            if "nodes" in data:
+                genotype = NB201Genotype(tuple(_pairs(node) for node in data["nodes"]))
+            else:
+                genotype = NB201Genotype.from_string(data["arch_str"])
+            check_op_names([op for node in genotype.nodes for op, _ in node])
+        else:
+            raise ValueError(f"unknown space {space!r}; use chain, darts or nb201")
+    except KeyError as err:
+        raise ValueError(f"genotype JSON for space {space!r} lacks the key {err}") from None
+    except TypeError as err:
+        raise ValueError(f"genotype JSON for space {space!r} is malformed: {err}") from None
+    return genotype
+
+
+def save_genotype(path: str | pathlib.Path, genotype: Genotype) -> None:
+    pathlib.Path(path).write_text(json.dumps(genotype_to_json(genotype), indent=2) + "\n")
+
+
+def load_genotype(path: str | pathlib.Path) -> Genotype:
+    try:
+        data = json.loads(pathlib.Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read genotype file {path}: {err}") from None
+    return genotype_from_json(data)

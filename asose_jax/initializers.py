@@ -1,0 +1,51 @@
+"""Fast initialisation of a search model's variables.
+
+``model.init`` draws every parameter with its own key, which XLA on CPU compiles
+into one random-number kernel per leaf: minutes for a DARTS supernet. The search
+modules use Flax's default initialisers only (kernels ``lecun_normal``, scales
+one, biases zero; BN means zero, variances one), so ``init_variables`` takes the
+variable structure from ``jax.eval_shape(model.init)`` and fills all kernels
+from a single truncated-normal draw: the same distribution, one kernel to compile.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from asose_jax.spaces import uniform_arch_weights
+
+# Flax's lecun_normal is variance_scaling(1, "fan_in", "truncated_normal"): a normal truncated
+# to [-2, 2] rescaled by this constant (the std of the truncated unit normal) to keep the variance.
+_TRUNCATED_STD = 0.87962566103423978
+_CONSTANT_LEAVES = {("params", "scale"): 1.0, ("params", "bias"): 0.0, ("batch_stats", "mean"): 0.0,
+                    ("batch_stats", "var"): 1.0}  # fmt: skip
+
+
+def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int]) -> dict:
+    """``{"params", "batch_stats"}`` for ``model``, distributed as ``model.init`` would draw them."""
+    images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    abstract = jax.eval_shape(
+        lambda x: model.init(jax.random.key(0), x, uniform_arch_weights(model), train=False), images
+    )
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    kinds = []
+    for path, _ in leaves:
+        kind = (path[0].key, path[-1].key)
+        if kind != ("params", "kernel") and kind not in _CONSTANT_LEAVES:
+            raise ValueError(f"init_variables has no initialiser for {jax.tree_util.keystr(path)}")
+        kinds.append(kind)
+    kernel_sizes = [leaf.size for (_, leaf), kind in zip(leaves, kinds, strict=True) if kind == ("params", "kernel")]
+    draws = jax.random.truncated_normal(key, -2.0, 2.0, (sum(kernel_sizes),), jnp.float32)
+    draws = np.asarray(draws) / _TRUNCATED_STD  # slice on the host: no per-leaf kernels to compile
+    values, start = [], 0
+    for (_, leaf), kind in zip(leaves, kinds, strict=True):
+        if kind == ("params", "kernel"):
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            values.append(draws[start : start + leaf.size].reshape(leaf.shape) / np.sqrt(fan_in))
+            start += leaf.size
+        else:
+            values.append(np.full(leaf.shape, _CONSTANT_LEAVES[kind], leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v, jnp.float32) for v in values])

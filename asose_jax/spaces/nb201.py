@@ -1,0 +1,82 @@
+"""``nb201``: the NAS-Bench-201 network (3 stages of cells with 6 edges, one shared logit array)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from asose_jax.mixed_op import MixedOp
+from asose_jax.operations import NB201_OPS, ReLUConvBN, batch_norm, conv
+
+NODES = 4  # node 0 is the cell input, node 3 its output
+
+
+def edge_inputs() -> list[tuple[int, int]]:
+    """(node, input node) of every edge, in logit-row order: (1,0), (2,0), (2,1), (3,0), (3,1), (3,2)."""
+    return [(i, j) for i in range(1, NODES) for j in range(i)]
+
+
+class SearchCell(nn.Module):
+    """Node i = sum over j < i of MixedOp_(i, j)(node j); the output is node 3."""
+
+    channels: int
+    op_names: Sequence[str]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, weights: jax.Array, train: bool, single_path: bool = False):
+        nodes = [x]
+        for e, (i, j) in enumerate(edge_inputs()):
+            y = MixedOp(self.channels, 1, self.op_names, name=f"edge_{i}_{j}")(nodes[j], weights[e], train, single_path)
+            if j == 0:
+                nodes.append(y)
+            else:
+                nodes[i] = nodes[i] + y
+        return nodes[-1]
+
+
+class ResidualBlock(nn.Module):
+    """NAS-Bench-201's stride-2 basic block between stages."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        y = ReLUConvBN(self.features, 3, 2, affine=True, name="conv_a")(x, train)
+        y = ReLUConvBN(self.features, 3, 1, affine=True, name="conv_b")(y, train)
+        shortcut = nn.avg_pool(x, (2, 2), (2, 2))
+        shortcut = conv(self.features, (1, 1), name="downsample")(shortcut)
+        return shortcut + y
+
+
+class NB201Network(nn.Module):
+    """Stem conv3x3 + BN, 3 stages of ``cells_per_stage`` cells at C, 2C, 4C, BN, ReLU, pool, linear.
+
+    Architecture weights: ``{"cell": [6, K]}``, shared by every cell.
+    """
+
+    init_channels: int = 16
+    cells_per_stage: int = 5
+    num_classes: int = 10
+    op_names: Sequence[str] = NB201_OPS
+
+    def arch_shapes(self) -> dict[str, tuple[int, int]]:
+        return {"cell": (len(edge_inputs()), len(self.op_names))}
+
+    @nn.compact
+    def __call__(self, images: jax.Array, arch_weights: dict, train: bool, single_path: bool = False):
+        c = self.init_channels
+        x = batch_norm(train, affine=True, name="stem_bn")(conv(c, (3, 3), name="stem_conv")(images))
+        for stage in range(3):
+            if stage:
+                c *= 2
+                x = ResidualBlock(c, name=f"reduce_{stage}")(x, train)
+            for i in range(self.cells_per_stage):
+                x = SearchCell(c, self.op_names, name=f"stage_{stage}_cell_{i}")(
+                    x, arch_weights["cell"], train, single_path
+                )
+        x = nn.relu(batch_norm(train, affine=True, name="final_bn")(x))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="classifier")(x)

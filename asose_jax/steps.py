@@ -1,0 +1,198 @@
+"""Pure search steps over one state dict.
+
+The state is a plain dict of pytrees that a checkpointer can save whole::
+
+    {"step": int32 [],            # global step: weight updates so far
+     "rng": uint32 key data,      # base key; per-step keys are fold_in(rng, step)
+     "params": weights, "batch_stats": BN state,
+     "arch": {name: [E, K]} logits,
+     "weight_opt": optax state, "arch_opt": optax state}
+
+``weight_step`` differentiates the training loss w.r.t. ``params`` only;
+``arch_step`` differentiates a held-out loss w.r.t. ``arch`` only (first order,
+or second order through one virtual weight step, DARTS "unrolled"). Neither
+touches the other's pytree, and no Python object keeps gradient state. Steps
+are plain functions: the caller jits them (with shardings and donation).
+A batch is ``{"image": float [B, H, W, 3], "label": int [B]}``, optionally with
+``"mask": bool [B]`` marking real examples (used by ``eval_step``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from asose_jax.config import SearchConfig
+from asose_jax.initializers import init_variables
+from asose_jax.optimizers import arch_optimizer, descend, weight_optimizer
+from asose_jax.sampling import argmax_edge_weights, edge_entropy, is_single_path, sample_edge_weights
+from asose_jax.schedules import learning_rate_schedule, temperature_schedule
+from asose_jax.spaces import build_search_model, init_arch_logits
+
+State = dict
+Batch = dict
+Metrics = dict
+
+_WEIGHT_STREAM, _ARCH_STREAM = 0, 1
+
+
+class SearchSteps(NamedTuple):
+    """The pure functions of one search configuration."""
+
+    weight_grad: Callable[[State, Batch], tuple[dict, dict]]
+    weight_step: Callable[[State, Batch], tuple[State, Metrics]]
+    arch_grad: Callable[..., tuple[dict, dict]]
+    arch_step: Callable[..., tuple[State, Metrics]]
+    unrolled_arch_loss: Callable[[dict, State, Batch, Batch], jax.Array]
+    eval_step: Callable[[State, Batch], Metrics]
+
+
+def build_model(config: SearchConfig) -> nn.Module:
+    return build_search_model(config.space, config.init_channels, config.depth, config.num_classes, config.op_names)
+
+
+def init_search_state(model: nn.Module, config: SearchConfig, image_shape: tuple[int, int, int] = (32, 32, 3)) -> State:
+    """Fresh state: weights and BN state as ``model.init`` would draw them (see ``initializers``),
+    logits from N(0, scale^2), zero optimiser states, global step 0."""
+    key = jax.random.key(config.seed, impl=config.prng_impl)
+    init_key, arch_key, run_key = jax.random.split(key, 3)
+    variables = init_variables(model, init_key, image_shape)
+    arch = init_arch_logits(model, arch_key, config.arch_init_scale)
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.key_data(run_key),
+        "params": variables["params"],
+        "batch_stats": variables["batch_stats"],
+        "arch": arch,
+        "weight_opt": weight_optimizer(config).init(variables["params"]),
+        "arch_opt": arch_optimizer(config).init(arch),
+    }
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean softmax cross-entropy over the (masked) batch. logits: [B, K], labels: [B]."""
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if mask is None:
+        return jnp.mean(losses)
+    return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Fraction of (masked) examples whose argmax logit is the label."""
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    if mask is None:
+        return jnp.mean(correct)
+    return jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
+    """Builds the pure step functions for ``model`` under ``config``."""
+    weight_tx, arch_tx = weight_optimizer(config), arch_optimizer(config)
+    lr_at = learning_rate_schedule(config.weight_lr, config.weight_lr_min, config.total_steps)
+    tau_at = temperature_schedule(config.tau_schedule, config.tau_max, config.tau_min, config.total_steps)
+    single_path = is_single_path(config.sampler)
+
+    def step_key(state: State, stream: int) -> jax.Array:
+        base = jax.random.wrap_key_data(state["rng"], impl=config.prng_impl)
+        return jax.random.fold_in(jax.random.fold_in(base, state["step"]), stream)
+
+    def sampled_weights(arch: dict, state: State, stream: int) -> dict:
+        return sample_edge_weights(arch, step_key(state, stream), config.sampler, tau_at(state["step"]))
+
+    def train_loss(params, batch_stats, arch_weights, batch):
+        """Training-mode loss; aux = (new BN state, logits)."""
+        variables = {"params": params, "batch_stats": batch_stats}
+        logits, updates = model.apply(
+            variables, batch["image"], arch_weights, train=True, single_path=single_path, mutable=["batch_stats"]
+        )
+        return cross_entropy(logits, batch["label"]), (updates["batch_stats"], logits)
+
+    def weight_grad(state: State, batch: Batch):
+        arch_weights = jax.lax.stop_gradient(sampled_weights(state["arch"], state, _WEIGHT_STREAM))
+        grad_fn = jax.grad(train_loss, has_aux=True)
+        grads, (batch_stats, logits) = grad_fn(state["params"], state["batch_stats"], arch_weights, batch)
+        aux = {"batch_stats": batch_stats, "loss": cross_entropy(logits, batch["label"]), "logits": logits}
+        return grads, aux
+
+    def weight_step(state: State, batch: Batch):
+        grads, aux = weight_grad(state, batch)
+        updates, weight_opt = weight_tx.update(grads, state["weight_opt"], state["params"])
+        lr = lr_at(state["step"])
+        new_state = {
+            **state,
+            "step": state["step"] + 1,
+            "params": descend(state["params"], updates, lr),
+            "batch_stats": aux["batch_stats"],
+            "weight_opt": weight_opt,
+        }
+        metrics = {
+            "loss": aux["loss"],
+            "accuracy": accuracy(aux["logits"], batch["label"]),
+            "grad_norm": optax.tree.norm(grads),
+            "lr": lr,
+            "temperature": tau_at(state["step"]),
+        }
+        return new_state, metrics
+
+    def unrolled_arch_loss(arch: dict, state: State, train_batch: Batch, val_batch: Batch) -> jax.Array:
+        """``L_val(w - lr * u(grad_w L_train(w, a)), a)``: the held-out loss after one virtual weight step."""
+        arch_weights = sampled_weights(arch, state, _ARCH_STREAM)
+        params, batch_stats = state["params"], state["batch_stats"]
+        grads, _ = jax.grad(train_loss, has_aux=True)(params, batch_stats, arch_weights, train_batch)
+        updates, _ = weight_tx.update(grads, state["weight_opt"], params)
+        virtual = descend(params, updates, lr_at(state["step"]))
+        return train_loss(virtual, batch_stats, arch_weights, val_batch)[0]
+
+    def first_order_loss(arch: dict, state: State, val_batch: Batch) -> jax.Array:
+        arch_weights = sampled_weights(arch, state, _ARCH_STREAM)
+        return train_loss(state["params"], state["batch_stats"], arch_weights, val_batch)[0]
+
+    def arch_grad(state: State, val_batch: Batch, train_batch: Batch | None = None):
+        """Gradient of the held-out loss w.r.t. the logits only. BN state is used in
+        training mode but not written back. Second order needs ``train_batch``."""
+        if config.arch_order == 2:
+            if train_batch is None:
+                raise ValueError("the second-order arch step needs a training batch: arch_step(state, val, train)")
+            loss, grads = jax.value_and_grad(unrolled_arch_loss)(state["arch"], state, train_batch, val_batch)
+        else:
+            loss, grads = jax.value_and_grad(first_order_loss)(state["arch"], state, val_batch)
+        return grads, {"loss": loss}
+
+    def arch_step(state: State, val_batch: Batch, train_batch: Batch | None = None):
+        grads, aux = arch_grad(state, val_batch, train_batch)
+        updates, arch_opt = arch_tx.update(grads, state["arch_opt"], state["arch"])
+        arch = optax.apply_updates(state["arch"], updates)
+        entropies = jnp.concatenate([e for _, e in sorted(edge_entropy(arch).items())])
+        metrics = {
+            "arch_loss": aux["loss"],
+            "arch_grad_norm": optax.tree.norm(grads),
+            "entropy": jnp.mean(entropies),
+            "temperature": tau_at(state["step"]),
+        }
+        return {**state, "arch": arch, "arch_opt": arch_opt}, metrics
+
+    def eval_step(state: State, batch: Batch) -> Metrics:
+        """Loss and accuracy with BN running averages; nothing is updated.
+
+        Edge weights: ``softmax(a)``, or the one-hot argmax (discretised) architecture.
+        """
+        if config.eval_weights == "argmax":
+            arch_weights, eval_single_path = argmax_edge_weights(state["arch"]), True
+        else:
+            arch_weights, eval_single_path = sample_edge_weights(state["arch"], None, "softmax", 1.0), False
+        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+        logits = model.apply(variables, batch["image"], arch_weights, train=False, single_path=eval_single_path)
+        mask = batch.get("mask")
+        count = batch["label"].shape[0] if mask is None else jnp.sum(mask)
+        return {
+            "loss": cross_entropy(logits, batch["label"], mask),
+            "accuracy": accuracy(logits, batch["label"], mask),
+            "count": jnp.asarray(count, jnp.int32),
+        }
+
+    return SearchSteps(weight_grad, weight_step, arch_grad, arch_step, unrolled_arch_loss, eval_step)

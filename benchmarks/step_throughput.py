@@ -1,0 +1,114 @@
+"""Images/s and compile time of ``weight_step`` and ``arch_step`` per search space and sampler.
+
+Prints a table and writes JSON. Example (CPU, the chain space only):
+
+    python benchmarks/step_throughput.py --spaces chain --out benchmarks/results/step_throughput_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+from asose_jax.config import SearchConfig
+from asose_jax.sampling import SAMPLERS
+from asose_jax.spaces import SPACES
+from asose_jax.steps import build_model, init_search_state, make_search_steps
+
+
+def _time_step(step_fn, state, batches, warmup: int, steps: int):
+    """(compile seconds, median seconds per step) of a jitted step over fresh batches."""
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, *batches[0]).compile()
+    compile_s = time.perf_counter() - start
+    for i in range(warmup):
+        state, _ = compiled(state, *batches[i % len(batches)])
+    jax.block_until_ready(state)
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, *batches[i % len(batches)])
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    return compile_s, sorted(times)[len(times) // 2]
+
+
+def benchmark(space: str, sampler: str, args) -> list[dict]:
+    config = SearchConfig(space=space, sampler=sampler, init_channels=args.init_channels, depth=args.depth)
+    model = build_model(config)
+    state = init_search_state(model, config, (args.image_size, args.image_size, 3))
+    steps = make_search_steps(model, config)
+    keys = jax.random.split(jax.random.key(0), 4)
+    batches = [
+        (
+            {
+                "image": jax.random.normal(k, (args.batch_size, args.image_size, args.image_size, 3)),
+                "label": jax.random.randint(k, (args.batch_size,), 0, 10),
+            },
+        )
+        for k in keys
+    ]
+    rows = []
+    for name, fn in (("weight_step", steps.weight_step), ("arch_step", steps.arch_step)):
+        compile_s, step_s = _time_step(jax.jit(fn), state, batches, args.warmup, args.steps)
+        rows.append(
+            {
+                "space": space,
+                "sampler": sampler,
+                "step": name,
+                "batch_size": args.batch_size,
+                "compile_s": round(compile_s, 2),
+                "step_s": round(step_s, 4),
+                "images_per_s": round(args.batch_size / step_s, 1),
+            }
+        )
+        print(
+            f"{space:6s} {sampler:12s} {name:12s} compile {compile_s:7.1f} s   "
+            f"step {step_s * 1e3:8.1f} ms   {args.batch_size / step_s:8.1f} img/s",
+            flush=True,
+        )
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spaces", nargs="+", default=list(SPACES), choices=list(SPACES))
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--init-channels", type=int, default=None, help="default: the space's own")
+    parser.add_argument("--depth", type=int, default=None, help="blocks / cells / cells per stage")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps; the median is reported")
+    parser.add_argument("--out", default="benchmarks/results/step_throughput.json")
+    args = parser.parse_args()
+
+    rows = [row for space in args.spaces for sampler in args.samplers for row in benchmark(space, sampler, args)]
+    device = jax.devices()[0]
+    result = {
+        "benchmark": "step_throughput",
+        "backend": jax.default_backend(),
+        "device": getattr(device, "device_kind", str(device)),
+        "device_count": jax.device_count(),
+        "host": platform.processor() or platform.machine(),
+        "jax": jax.__version__,
+        "init_channels": args.init_channels,
+        "depth": args.depth,
+        "image_size": args.image_size,
+        "rows": rows,
+    }
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    jnp.zeros(())  # initialise the backend before timing
+    main()

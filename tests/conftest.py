@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny configurations so that the suite compiles quickly on 2 CPU cores."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import pytest
+
+# Tiny programs: XLA's optimisations cost more compile time than they save run time.
+jax.config.update("jax_disable_most_optimizations", True)
+jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/asose_jax_xla_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+from asose_jax.config import SearchConfig  # noqa: E402
+from asose_jax.steps import build_model, init_search_state, make_search_steps  # noqa: E402
+
+IMAGE = 8
+TINY = {
+    "chain": {"init_channels": 4, "depth": 2},
+    "darts": {"init_channels": 2, "depth": 3},
+    "nb201": {"init_channels": 2, "depth": 1},
+}
+
+
+def tiny_config(space: str = "chain", **overrides) -> SearchConfig:
+    return SearchConfig(space=space, **{**TINY[space], **overrides})
+
+
+@functools.cache
+def search_setup(space: str = "chain", **overrides):
+    """(config, model, initial state, steps) for a tiny model; cached across tests."""
+    config = tiny_config(space, **overrides)
+    model = build_model(config)
+    return config, model, init_search_state(model, config, (IMAGE, IMAGE, 3)), make_search_steps(model, config)
+
+
+def make_batch(seed: int, size: int = 4, num_classes: int = 10) -> dict:
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return {
+        "image": jax.random.normal(k1, (size, IMAGE, IMAGE, 3)),
+        "label": jax.random.randint(k2, (size,), 0, num_classes),
+    }
+
+
+@pytest.fixture
+def batch():
+    return make_batch(0)

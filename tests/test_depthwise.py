@@ -1,0 +1,34 @@
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+
+from asose_jax.depthwise import depthwise_conv, resolve_impl
+
+
+@pytest.mark.parametrize(
+    "k,stride,dilation",
+    [(3, 1, 1), (3, 2, 1), (5, 1, 1), (7, 2, 1), (3, 1, 2), (5, 2, 2)],
+)
+def test_shifted_sum_matches_grouped_values_and_gradients(k, stride, dilation):
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+    kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 3))
+    pad = dilation * (k - 1) // 2
+
+    def loss(x, kernel, impl):
+        return jnp.sum(jnp.sin(depthwise_conv(x, kernel, stride, dilation, pad, impl)))
+
+    shifted = depthwise_conv(x, kernel, stride, dilation, pad, "shifted_sum")
+    grouped = depthwise_conv(x, kernel, stride, dilation, pad, "grouped")
+    chex.assert_shape(shifted, (2, (9 - 1) // stride + 1, (8 - 1) // stride + 1, 3))
+    chex.assert_trees_all_close(shifted, grouped, atol=1e-5)
+    grads_shifted = jax.grad(loss, (0, 1))(x, kernel, "shifted_sum")
+    grads_grouped = jax.grad(loss, (0, 1))(x, kernel, "grouped")
+    chex.assert_trees_all_close(grads_shifted, grads_grouped, atol=1e-4, rtol=1e-5)
+
+
+def test_auto_picks_the_backend_implementation():
+    expected = "shifted_sum" if jax.default_backend() == "cpu" else "grouped"
+    assert resolve_impl("auto") == expected
+    with pytest.raises(ValueError, match="shifted_sum"):
+        resolve_impl("winograd")

@@ -1,0 +1,86 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from asose_jax.sampling import argmax_edge_weights, edge_entropy, sample_edge_weights
+from asose_jax.schedules import learning_rate_schedule, temperature_schedule
+
+LOGITS = {"normal": jnp.array([[0.5, -1.0, 2.0, 0.0]] * 3), "reduce": jnp.zeros((2, 4))}
+
+
+@pytest.mark.parametrize("sampler", ["softmax", "gumbel_soft", "gumbel_hard"])
+def test_weights_are_distributions_of_the_logits_shape(sampler):
+    weights = sample_edge_weights(LOGITS, jax.random.key(0), sampler, 0.7)
+    chex.assert_trees_all_equal_shapes(weights, LOGITS)
+    for w in weights.values():
+        chex.assert_trees_all_close(jnp.sum(w, -1), jnp.ones(w.shape[0]), atol=1e-6)
+        assert jnp.all(w >= 0)
+    if sampler == "gumbel_hard":  # exactly one-hot in value
+        for w in weights.values():
+            assert set(np.unique(np.asarray(w)).tolist()) <= {0.0, 1.0}
+
+
+def test_softmax_ignores_the_key_and_uses_the_temperature():
+    weights = sample_edge_weights(LOGITS, None, "softmax", 2.0)
+    chex.assert_trees_all_close(weights["normal"], jax.nn.softmax(LOGITS["normal"] / 2.0, -1))
+
+
+def test_gumbel_samples_differ_per_edge_and_repeat_per_key():
+    a = sample_edge_weights(LOGITS, jax.random.key(3), "gumbel_soft", 1.0)
+    b = sample_edge_weights(LOGITS, jax.random.key(3), "gumbel_soft", 1.0)
+    chex.assert_trees_all_equal(a, b)
+    assert not np.allclose(a["normal"][0], a["normal"][1])  # one sample per edge, not per array
+
+
+def test_gumbel_hard_frequencies_follow_the_softmax():
+    logits = {"e": jnp.log(jnp.array([[0.1, 0.2, 0.7]]))}
+    keys = jax.random.split(jax.random.key(0), 4000)
+    hits = jax.vmap(lambda k: sample_edge_weights(logits, k, "gumbel_hard", 1.0)["e"][0])(keys)
+    chex.assert_trees_all_close(jnp.mean(hits, 0), jnp.array([0.1, 0.2, 0.7]), atol=0.03)
+
+
+def test_straight_through_gradient_is_the_soft_gradient():
+    logits = {"e": jnp.array([[0.3, -0.2, 0.1]])}
+    probe = jnp.array([1.0, 2.0, 3.0])
+    key = jax.random.key(5)
+
+    def through(sampler):
+        return jax.grad(lambda a: jnp.sum(sample_edge_weights(a, key, sampler, 0.5)["e"][0] * probe))(logits)
+
+    chex.assert_trees_all_close(through("gumbel_hard"), through("gumbel_soft"), atol=1e-6)
+
+
+def test_argmax_weights_and_entropy():
+    one_hot = argmax_edge_weights(LOGITS)
+    chex.assert_trees_all_equal(one_hot["normal"][0], jnp.array([0.0, 0.0, 1.0, 0.0]))
+    entropy = edge_entropy(LOGITS)
+    chex.assert_trees_all_close(entropy["reduce"], jnp.full(2, np.log(4)), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["exponential", "linear"])
+def test_temperature_schedule_ends(kind):
+    tau = temperature_schedule(kind, 5.0, 0.1, 100)
+    chex.assert_trees_all_close(
+        [tau(0), tau(100), tau(1000)], [jnp.float32(5.0), jnp.float32(0.1), jnp.float32(0.1)], rtol=1e-5
+    )
+    assert 0.1 < float(tau(50)) < 5.0
+    values = jax.vmap(tau)(jnp.arange(101))
+    assert jnp.all(jnp.diff(values) < 0)
+    if kind == "exponential":
+        chex.assert_trees_all_close(tau(50), jnp.float32(np.sqrt(5.0 * 0.1)), rtol=1e-5)
+
+
+def test_schedules_reject_bad_values():
+    with pytest.raises(ValueError, match="tau_min <= tau_max"):
+        temperature_schedule("linear", 0.1, 5.0, 10)
+    with pytest.raises(ValueError, match="unknown temperature schedule"):
+        temperature_schedule("cosine", 5.0, 0.1, 10)
+    with pytest.raises(ValueError, match="lr_min"):
+        learning_rate_schedule(0.025, 0.1, 10)
+
+
+def test_learning_rate_is_cosine_in_the_global_step():
+    lr = learning_rate_schedule(0.025, 0.001, 100)
+    chex.assert_trees_all_close([lr(0), lr(50), lr(100)], [0.025, 0.013, 0.001], rtol=1e-5)

@@ -1,0 +1,195 @@
+"""The pure steps: disjoint gradients, gradient maths, single-path execution, tracing, determinism."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_batch, search_setup
+
+from asose_jax.operations import ASO_SE_OPS
+from asose_jax.sampling import sample_edge_weights
+
+
+@functools.cache
+def counted_steps():
+    """Jitted steps of the tiny chain that fail on a second trace."""
+    _, _, state, steps = search_setup("chain", sampler="softmax")
+    jitted = [jax.jit(chex.assert_max_traces(fn, n=1)) for fn in (steps.weight_step, steps.arch_step, steps.eval_step)]
+    return state, *jitted
+
+
+def run_alternating(n: int, seed_offset: int = 0):
+    """n iterations of (arch step on a held-out batch, weight step on a training batch)."""
+    state, weight_step, arch_step, eval_step = counted_steps()
+    history = []
+    for i in range(n):
+        state, arch_metrics = arch_step(state, make_batch(1000 + i + seed_offset))
+        state, weight_metrics = weight_step(state, make_batch(i + seed_offset))
+        history.append((arch_metrics, weight_metrics, eval_step(state, make_batch(2000 + i))))
+    return state, history
+
+
+def test_ten_steps_with_new_data_trace_each_step_once():
+    state, history = run_alternating(10)
+    assert int(state["step"]) == 10
+    assert len(history) == 10  # assert_max_traces(n=1) raised on any retrace
+
+
+def test_same_key_gives_bit_identical_results():
+    a, history_a = run_alternating(3)
+    b, history_b = run_alternating(3)
+    chex.assert_trees_all_equal(a, b)
+    chex.assert_trees_all_equal(history_a, history_b)
+    c, _ = run_alternating(3, seed_offset=7)
+    assert not np.array_equal(a["arch"]["blocks"], c["arch"]["blocks"])
+
+
+def test_gradients_are_disjoint_and_steps_touch_only_their_own_pytrees(batch):
+    _, _, state, steps = search_setup("chain", sampler="softmax")
+    weight_grads, _ = jax.jit(steps.weight_grad)(state, batch)
+    arch_grads, _ = jax.jit(steps.arch_grad)(state, batch)
+    chex.assert_trees_all_equal_structs(weight_grads, state["params"])
+    chex.assert_trees_all_equal_shapes(weight_grads, state["params"])
+    chex.assert_trees_all_equal_structs(arch_grads, state["arch"])
+    chex.assert_trees_all_equal_shapes(arch_grads, state["arch"])
+
+    _, weight_step, arch_step, _ = counted_steps()
+    after_arch, _ = arch_step(state, batch)
+    for key in ("params", "batch_stats", "weight_opt", "step"):
+        chex.assert_trees_all_equal(after_arch[key], state[key])  # BN statistics are not written back
+    assert not np.array_equal(after_arch["arch"]["blocks"], state["arch"]["blocks"])
+
+    after_weight, _ = weight_step(state, batch)
+    for key in ("arch", "arch_opt"):
+        chex.assert_trees_all_equal(after_weight[key], state[key])
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), after_weight["params"], state["params"])
+    assert all(jax.tree_util.tree_leaves(changed))
+    assert int(after_weight["step"]) == 1
+
+
+def _with_blocks(state, blocks):
+    return {**state, "arch": {"blocks": blocks}}
+
+
+@pytest.mark.parametrize("sampler", ["softmax", "gumbel_soft", "gumbel_hard"])
+def test_every_logit_of_every_edge_gets_a_gradient(sampler, batch):
+    _, _, state, steps = search_setup("chain", sampler=sampler)
+    if sampler == "gumbel_hard":
+        # A sampled 'none' outputs zeros and so, correctly, passes no gradient; make it unlikely.
+        state = _with_blocks(state, state["arch"]["blocks"].at[:, ASO_SE_OPS.index("none")].set(-10.0))
+    grads, _ = jax.jit(steps.arch_grad)(state, batch)
+    assert jnp.all(grads["blocks"] != 0), grads["blocks"]
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_every_logit_gets_a_gradient_in_cell_spaces(space, batch):
+    _, _, state, steps = search_setup(space, sampler="softmax")
+    grads, _ = jax.jit(steps.arch_grad)(state, batch)
+    chex.assert_trees_all_equal_shapes(grads, state["arch"])
+    for name, g in grads.items():
+        assert jnp.all(g != 0), (name, g)
+
+
+def _directional_check(grad_fn, loss_fn, arch, directions, eps):
+    grads = grad_fn(arch)
+    for d in directions:
+        analytic = float(sum(jnp.vdot(grads[k], d[k]) for k in grads))
+        plus = loss_fn(jax.tree_util.tree_map(lambda a, v: a + eps * v, arch, d))
+        minus = loss_fn(jax.tree_util.tree_map(lambda a, v: a - eps * v, arch, d))
+        numeric = float(plus - minus) / (2 * eps)
+        assert abs(analytic - numeric) <= 0.02 * abs(numeric) + 1e-5, (analytic, numeric)
+
+
+def _random_arch(state, seed):
+    blocks = jax.random.normal(jax.random.key(seed), state["arch"]["blocks"].shape)
+    return {"blocks": blocks}
+
+
+def _unit_directions(arch, n):
+    keys = jax.random.split(jax.random.key(42), n)
+    out = []
+    for k in keys:
+        d = jax.random.normal(k, arch["blocks"].shape)
+        out.append({"blocks": d / jnp.linalg.norm(d)})
+    # and two coordinate directions
+    for idx in [(0, 0), (1, 5)]:
+        out.append({"blocks": jnp.zeros_like(arch["blocks"]).at[idx].set(1.0)})
+    return out
+
+
+def test_softmax_logit_gradient_matches_central_differences(batch):
+    _, _, state, steps = search_setup("chain", sampler="softmax")
+    arch_grad = jax.jit(steps.arch_grad)
+    arch = _random_arch(state, 1)
+    _directional_check(
+        lambda a: arch_grad({**state, "arch": a}, batch)[0],
+        lambda a: arch_grad({**state, "arch": a}, batch)[1]["loss"],
+        arch,
+        _unit_directions(arch, 3),
+        eps=1e-2,
+    )
+
+
+def test_second_order_gradient_matches_differences_of_the_unrolled_loss():
+    _, _, state, steps = search_setup("chain", sampler="softmax", arch_order=2, weight_lr=0.5)
+    train_batch, val_batch = make_batch(1), make_batch(2)
+    arch_grad = jax.jit(steps.arch_grad)
+    unrolled = jax.jit(steps.unrolled_arch_loss)
+    arch = _random_arch(state, 2)
+    _directional_check(
+        lambda a: arch_grad({**state, "arch": a}, val_batch, train_batch)[0],
+        lambda a: unrolled(a, state, train_batch, val_batch),
+        arch,
+        _unit_directions(arch, 3),
+        eps=1e-2,
+    )
+    # The second-order term matters: it differs from the first-order gradient.
+    _, _, first_state, first_steps = search_setup("chain", sampler="softmax", weight_lr=0.5)
+    first = jax.jit(first_steps.arch_grad)({**first_state, "arch": arch}, val_batch)[0]
+    second = arch_grad({**state, "arch": arch}, val_batch, train_batch)[0]
+    assert not np.allclose(first["blocks"], second["blocks"], rtol=1e-3)
+    with pytest.raises(ValueError, match="needs a training batch"):
+        steps.arch_step(state, val_batch)
+
+
+def test_gumbel_hard_runs_only_the_sampled_op(batch):
+    _, model, state, steps = search_setup("chain", sampler="gumbel_hard")
+    weights = sample_edge_weights(state["arch"], jax.random.key(7), "gumbel_hard", 1.0)
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+    def forward(single_path):
+        return jax.jit(lambda v, x, w: model.apply(v, x, w, train=False, single_path=single_path))(
+            variables, batch["image"], weights
+        )
+
+    # Soft path with exactly one-hot weights = the sampled op alone (the others add exact zeros).
+    chex.assert_trees_all_close(forward(True), forward(False), atol=1e-6)
+    hard_jaxpr = str(jax.make_jaxpr(steps.weight_step)(state, batch))
+    assert " cond[" in hard_jaxpr
+    _, _, soft_state, soft_steps = search_setup("chain", sampler="softmax")
+    assert " cond[" not in str(jax.make_jaxpr(soft_steps.weight_step)(soft_state, batch))
+
+
+def test_weight_steps_reduce_the_training_loss():
+    _, _, state, steps = search_setup("chain", sampler="softmax")
+    _, weight_step, _, eval_step = counted_steps()
+    batch = make_batch(0)
+    losses = []
+    for _ in range(8):
+        state, metrics = weight_step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert jnp.isfinite(eval_step(state, batch)["loss"])
+
+
+def test_eval_step_masks_padding():
+    state, _, _, eval_step = counted_steps()
+    batch = make_batch(0)
+    masked = eval_step(state, {**batch, "mask": jnp.array([1.0, 1.0, 0.0, 0.0])})
+    first_half = eval_step(state, {**make_batch(0), "mask": jnp.array([1.0, 1.0, 1.0, 1.0])})
+    assert int(masked["count"]) == 2 and int(first_half["count"]) == 4
+    per_example = [eval_step(state, {**batch, "mask": jnp.eye(4)[i]})["loss"] for i in range(2)]
+    chex.assert_trees_all_close(masked["loss"], (per_example[0] + per_example[1]) / 2, atol=1e-6)
