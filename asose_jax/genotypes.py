@@ -76,7 +76,7 @@ def _darts_cell(weights: np.ndarray, op_names: Sequence[str]) -> tuple[tuple[str
     for node in range(darts_space.STEPS):
         rows = [(j, _best_op(weights[e], op_names, True)) for e, (i, j) in enumerate(edges) if i == node]
         rows.sort(key=lambda r: -r[1][1])
-        cell.extend((op, j) for j, (op, _) in sorted(rows[:2]))
+        cell.extend((op, j) for j, (op, _) in rows[:2])  # strongest first, as DARTS lists them
     return tuple(cell)
 
 
@@ -117,6 +117,35 @@ def _pairs(value) -> tuple[tuple[str, int], ...]:
     return tuple((str(op), int(j)) for op, j in value)
 
 
+def check_genotype(genotype: Genotype) -> Genotype:
+    """Raises ValueError unless op names are known and the wiring fits the space's cell."""
+    if isinstance(genotype, ChainGenotype):
+        if not genotype.ops:
+            raise ValueError("a chain genotype needs at least one op")
+        check_op_names(genotype.ops)
+    elif isinstance(genotype, DartsGenotype):
+        for name, cell in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+            if len(cell) != 2 * darts_space.STEPS:
+                raise ValueError(
+                    f"a DARTS {name} cell needs {2 * darts_space.STEPS} (op, input) pairs, got {len(cell)}"
+                )
+            for p, (_, j) in enumerate(cell):
+                if not 0 <= j < 2 + p // 2:
+                    raise ValueError(
+                        f"DARTS {name} pair {p} (node {p // 2}) reads state {j}; valid are 0..{p // 2 + 1}"
+                    )
+            check_op_names([op for op, _ in cell])
+        for concat in (genotype.normal_concat, genotype.reduce_concat):
+            if not set(concat) <= set(range(2, 2 + darts_space.STEPS)):
+                raise ValueError(f"DARTS concat {concat} must list nodes among 2..{1 + darts_space.STEPS}")
+    else:
+        expected = [tuple(range(i)) for i in range(1, nb201_space.NODES)]
+        if [tuple(j for _, j in node) for node in genotype.nodes] != expected:
+            raise ValueError(f"NAS-Bench-201 cell must have node i read nodes 0..i-1, got {genotype.to_string()}")
+        check_op_names([op for node in genotype.nodes for op, _ in node])
+    return genotype
+
+
 def genotype_from_json(data: dict) -> Genotype:
     """Inverse of ``genotype_to_json``; raises ValueError naming what is missing or wrong."""
     if not isinstance(data, dict) or "space" not in data:
@@ -125,7 +154,6 @@ def genotype_from_json(data: dict) -> Genotype:
     try:
         if space == "chain":
             genotype = ChainGenotype(tuple(str(op) for op in data["ops"]))
-            check_op_names(genotype.ops)
         elif space == "darts":
             genotype = DartsGenotype(
                 _pairs(data["normal"]),
@@ -133,20 +161,18 @@ def genotype_from_json(data: dict) -> Genotype:
                 _pairs(data["reduce"]),
                 tuple(int(i) for i in data["reduce_concat"]),
             )
-            check_op_names([op for op, _ in genotype.normal + genotype.reduce])
         elif space == "nb201":
             if "nodes" in data:
                 genotype = NB201Genotype(tuple(_pairs(node) for node in data["nodes"]))
             else:
                 genotype = NB201Genotype.from_string(data["arch_str"])
-            check_op_names([op for node in genotype.nodes for op, _ in node])
         else:
             raise ValueError(f"unknown space {space!r}; use chain, darts or nb201")
     except KeyError as err:
         raise ValueError(f"genotype JSON for space {space!r} lacks the key {err}") from None
     except TypeError as err:
         raise ValueError(f"genotype JSON for space {space!r} is malformed: {err}") from None
-    return genotype
+    return check_genotype(genotype)
 
 
 def save_genotype(path: str | pathlib.Path, genotype: Genotype) -> None:

@@ -15,9 +15,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from asose_jax.conv import Conv
 from asose_jax.depthwise import DepthwiseConv
 
-# PyTorch BatchNorm2d(momentum=0.1, eps=1e-5) in Flax's convention.
+# PyTorch BatchNorm2d(momentum=0.1, eps=1e-5) in Flax's convention. Unlike PyTorch, Flax updates the
+# running variance with the biased batch variance (a factor (n-1)/n, negligible at search batch sizes).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -34,10 +36,9 @@ def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNo
     )
 
 
-def conv(features: int, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1), name: str | None = None):
+def conv(features: int, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1), name: str | None = None) -> Conv:
     """Bias-free convolution with symmetric 'same'-style padding ``(k - 1) // 2``."""
-    padding = tuple(((k - 1) // 2, (k - 1) // 2) for k in kernel)
-    return nn.Conv(features, kernel, strides=stride, padding=padding, use_bias=False, name=name)
+    return Conv(features, kernel, stride, name=name)
 
 
 class Zero(nn.Module):

@@ -53,7 +53,7 @@ def sample_edge_weights(logits: dict, key: jax.Array | None, sampler: str, tempe
 
 
 def argmax_edge_weights(logits: dict) -> dict:
-    """One-hot weights of the strongest op per edge: the discretised architecture."""
+    """One-hot weights of the strongest op per edge (``none`` included; no edge pruning)."""
     return {n: jax.nn.one_hot(jnp.argmax(a, axis=-1), a.shape[-1], dtype=a.dtype) for n, a in logits.items()}
 
 

@@ -93,8 +93,14 @@ def accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None
 def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
     """Builds the pure step functions for ``model`` under ``config``."""
     weight_tx, arch_tx = weight_optimizer(config), arch_optimizer(config)
+    virtual_tx = optax.chain(optax.add_decayed_weights(config.weight_decay), optax.trace(decay=config.momentum))
     lr_at = learning_rate_schedule(config.weight_lr, config.weight_lr_min, config.total_steps)
-    tau_at = temperature_schedule(config.tau_schedule, config.tau_max, config.tau_min, config.total_steps)
+    gumbel_tau_at = temperature_schedule(config.tau_schedule, config.tau_max, config.tau_min, config.total_steps)
+
+    def tau_at(step: jax.Array) -> jax.Array:
+        """The sampling temperature: annealed for Gumbel samplers, 1 for softmax (DARTS)."""
+        return jnp.float32(1.0) if config.sampler == "softmax" else gumbel_tau_at(step)
+
     single_path = is_single_path(config.sampler)
 
     def step_key(state: State, stream: int) -> jax.Array:
@@ -140,11 +146,14 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
         return new_state, metrics
 
     def unrolled_arch_loss(arch: dict, state: State, train_batch: Batch, val_batch: Batch) -> jax.Array:
-        """``L_val(w - lr * u(grad_w L_train(w, a)), a)``: the held-out loss after one virtual weight step."""
+        """``L_val(w', a)`` with ``w' = w - lr * (momentum * buf + grad_w L_train(w, a) + wd * w)``.
+
+        The held-out loss after one virtual SGD step, as in DARTS (no gradient clipping).
+        """
         arch_weights = sampled_weights(arch, state, _ARCH_STREAM)
         params, batch_stats = state["params"], state["batch_stats"]
         grads, _ = jax.grad(train_loss, has_aux=True)(params, batch_stats, arch_weights, train_batch)
-        updates, _ = weight_tx.update(grads, state["weight_opt"], params)
+        updates, _ = virtual_tx.update(grads, state["weight_opt"][1:], params)  # the (decay, trace) states
         virtual = descend(params, updates, lr_at(state["step"]))
         return train_loss(virtual, batch_stats, arch_weights, val_batch)[0]
 
@@ -179,7 +188,8 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
     def eval_step(state: State, batch: Batch) -> Metrics:
         """Loss and accuracy with BN running averages; nothing is updated.
 
-        Edge weights: ``softmax(a)``, or the one-hot argmax (discretised) architecture.
+        Edge weights: ``softmax(a)``, or one-hot on each edge's strongest op (``none`` included,
+        every edge kept: not the genotype's pruning), run single-path.
         """
         if config.eval_weights == "argmax":
             arch_weights, eval_single_path = argmax_edge_weights(state["arch"]), True

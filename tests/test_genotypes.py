@@ -30,15 +30,15 @@ def test_chain_takes_the_strongest_op_other_than_none():
 
 def test_darts_rule_keeps_two_strongest_inputs_per_node():
     logits = jnp.zeros((14, 8))
-    # node 0 (edges 0, 1): both inputs; node 1 (edges 2-4): inputs 2 and 0 are strongest.
+    # node 0 (edges 0, 1): both inputs; node 1 (edges 2-4): inputs 2 and 0 are strongest, 2 first.
     settings = {0: ("sep_conv_3x3", 3.0), 1: ("skip_connect", 2.0), 2: ("dil_conv_5x5", 4.0),
-                3: ("none", 9.0), 4: ("max_pool_3x3", 1.0)}  # fmt: skip
+                3: ("none", 9.0), 4: ("max_pool_3x3", 6.0)}  # fmt: skip
     for edge, (op, value) in settings.items():
         logits = logits.at[edge, DARTS_OPS.index(op)].set(value)
     logits = logits.at[3, DARTS_OPS.index("sep_conv_5x5")].set(0.5)  # edge 3's best non-none op is weak
     genotype = derive_genotype("darts", {"normal": logits, "reduce": logits}, DARTS_OPS)
     assert genotype.normal[:2] == (("sep_conv_3x3", 0), ("skip_connect", 1))
-    assert genotype.normal[2:4] == (("dil_conv_5x5", 0), ("max_pool_3x3", 2))
+    assert genotype.normal[2:4] == (("max_pool_3x3", 2), ("dil_conv_5x5", 0))  # strongest first
     assert len(genotype.normal) == 8 and genotype.normal_concat == (2, 3, 4, 5)
     assert all(op != "none" for op, _ in genotype.normal)
 
@@ -86,6 +86,27 @@ def test_nb201_json_carries_the_benchmark_string():
         ({"space": "chain", "ops": ["conv_9x9"]}, "unknown op name"),
         ({"space": "vit", "ops": []}, "unknown space 'vit'"),
         ({"space": "nb201", "arch_str": "|nor_conv_3x3|"}, "malformed NAS-Bench-201 string"),
+        ({"space": "nb201", "arch_str": "|skip_connect~5|"}, "node i read nodes 0..i-1"),
+        (
+            {
+                "space": "darts",
+                "normal": [["skip_connect", 0]] * 3,
+                "normal_concat": [2],
+                "reduce": [],
+                "reduce_concat": [2],
+            },
+            "needs 8",
+        ),  # fmt: skip
+        (
+            {
+                "space": "darts",
+                "normal": [["skip_connect", 4]] * 8,
+                "normal_concat": [2, 3, 4, 5],
+                "reduce": [["skip_connect", 0]] * 8,
+                "reduce_concat": [2, 3, 4, 5],
+            },
+            "pair 0 \\(node 0\\) reads state 4",
+        ),  # fmt: skip
     ],
 )
 def test_bad_genotype_json(data, message):

@@ -80,3 +80,11 @@ def test_init_variables_matches_flax_init():
     assert float(jnp.max(jnp.abs(kernel))) <= 2.0 / 0.8796 / (7 * 32) ** 0.5 + 1e-6  # truncated at 2 sigma
     chex.assert_trees_all_equal(variables["batch_stats"], reference["batch_stats"])
     assert not jnp.any(variables["params"]["classifier"]["bias"])
+
+
+def test_darts_supernet_parameter_count():
+    """C=16, L=8 with the 8 DARTS ops: 1,930,618 weights, DARTS' own "param size = 1.930618MB"."""
+    model = build_search_model("darts")
+    images = jnp.zeros((1, 32, 32, 3))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), images, uniform_arch_weights(model), train=False))
+    assert count_params(shapes["params"]) == 1_930_618

@@ -1,8 +1,12 @@
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 import pytest
 
+from asose_jax.conv import conv2d as reference_conv
+from asose_jax.conv import conv_matmul_grad
 from asose_jax.depthwise import depthwise_conv, resolve_impl
 
 
@@ -32,3 +36,22 @@ def test_auto_picks_the_backend_implementation():
     assert resolve_impl("auto") == expected
     with pytest.raises(ValueError, match="shifted_sum"):
         resolve_impl("winograd")
+
+
+@pytest.mark.parametrize(
+    "kernel_size,strides", [((1, 1), (1, 1)), ((1, 1), (2, 2)), ((3, 3), (2, 2)), ((1, 7), (1, 2))]
+)
+def test_matmul_kernel_gradient_matches_autodiff(kernel_size, strides):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 7, 3))
+    kernel = jax.random.normal(jax.random.key(1), (*kernel_size, 3, 4))
+    padding = tuple(((k - 1) // 2, (k - 1) // 2) for k in kernel_size)
+
+    def loss(conv_fn, x, kernel):
+        return jnp.sum(jnp.sin(conv_fn(x, kernel, strides, padding)))
+
+    custom = jax.grad(functools.partial(loss, conv_matmul_grad), (0, 1))(x, kernel)
+    reference = jax.grad(functools.partial(loss, reference_conv), (0, 1))(x, kernel)
+    chex.assert_trees_all_close(custom, reference, atol=1e-4, rtol=1e-5)
+    chex.assert_trees_all_close(
+        conv_matmul_grad(x, kernel, strides, padding), reference_conv(x, kernel, strides, padding)
+    )

@@ -1,0 +1,77 @@
+"""Bias-free 2-D convolution whose kernel gradient is a sum of matmuls on CPU.
+
+XLA on CPU computes the kernel gradient of a convolution (a "backward filter"
+convolution) about 14x slower than the equivalent matrix products; the forward
+and input-gradient convolutions are fast. On CPU the kernel gradient is
+therefore computed tap by tap:
+
+    dK[i, j] = sum_{n, h, w} x_pad[n, h*sh + i, w*sw + j, :]^T g[n, h, w, :]    ([Cin, Cout] per tap)
+
+On GPU and TPU the plain convolution and its autodiff are used.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from asose_jax.depthwise import resolve_impl
+
+Padding = tuple[tuple[int, int], tuple[int, int]]
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:
+    """Plain XLA convolution, NHWC x HWIO -> NHWC."""
+    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_matmul_grad(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:
+    """Convolution x: [N,H,W,Cin], kernel: [kh,kw,Cin,Cout] -> [N,Ho,Wo,Cout]; kernel gradient by matmuls."""
+    return conv2d(x, kernel, strides, padding)
+
+
+def _fwd(x, kernel, strides, padding):
+    return conv2d(x, kernel, strides, padding), (x, kernel)
+
+
+def _bwd(strides, padding, residuals, g):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x: conv2d(x, kernel, strides, padding), x)
+    (dx,) = input_vjp(g)
+    x_pad = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    (kh, kw), (ho, wo), (sh, sw) = kernel.shape[:2], g.shape[1:3], strides
+    rows = []
+    for i in range(kh):
+        row = []
+        for j in range(kw):
+            limit = (x.shape[0], i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, x.shape[3])
+            view = lax.slice(x_pad, (0, i, j, 0), limit, (1, sh, sw, 1))
+            row.append(jnp.einsum("nhwc,nhwd->cd", view, g))
+        rows.append(jnp.stack(row))
+    return dx, jnp.stack(rows).astype(kernel.dtype)
+
+
+conv_matmul_grad.defvjp(_fwd, _bwd)
+
+
+class Conv(nn.Module):
+    """Bias-free convolution with symmetric padding ``(k - 1) // 2`` per spatial axis."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32).astype(x.dtype)
+        padding = tuple(((k - 1) // 2, (k - 1) // 2) for k in self.kernel_size)
+        if resolve_impl(self.impl) == "shifted_sum":  # the CPU choice
+            return conv_matmul_grad(x, kernel, tuple(self.strides), padding)
+        return conv2d(x, kernel, tuple(self.strides), padding)
