@@ -9,7 +9,9 @@ is the fast path. Both implementations compute the same function:
 
 with ``x`` padded by ``p`` on each spatial side, stride ``s`` and dilation ``d``.
 The shifted sum has a hand-written VJP that saves only ``x`` and ``k`` (autodiff
-would keep all ``k*k`` shifted views alive for the backward pass).
+would keep all ``k*k`` shifted views alive for the backward pass); its input
+gradient is itself a stride-1 shifted sum, so it is differentiable again
+(second-order architecture gradients).
 """
 
 from __future__ import annotations
@@ -53,12 +55,6 @@ def _to_phases(x: jax.Array, stride: int, pad: int, out_hw: tuple[int, int], k: 
     return phases.transpose(2, 4, 0, 1, 3, 5)
 
 
-def _from_phases(phases: jax.Array, shape: tuple[int, ...], pad: int) -> jax.Array:
-    s, _, n, hs, ws, c = phases.shape
-    x_pad = phases.transpose(2, 3, 0, 4, 1, 5).reshape(n, hs * s, ws * s, c)
-    return x_pad[:, pad : pad + shape[1], pad : pad + shape[2], :]
-
-
 def _tap_start(t, k: int, stride: int, dilation: int):
     oh, ow = (t // k) * dilation, (t % k) * dilation
     return (oh % stride, ow % stride, 0, oh // stride, ow // stride, 0)
@@ -95,23 +91,32 @@ def _shifted_fwd(x, kernel, stride, dilation, pad):
 
 
 def _shifted_bwd(stride, dilation, pad, residuals, g):
+    """dx: a stride-1 shifted sum of the dilated, padded g with the flipped kernel; dk: one reduction per tap."""
     x, kernel = residuals
     k, out_hw = _geometry(x, kernel, stride, dilation, pad)
+    span = (k - 1) * dilation
+    hp, wp = x.shape[1] + 2 * pad, x.shape[2] + 2 * pad
+    g_full = lax.pad(
+        g,
+        jnp.zeros((), g.dtype),
+        (
+            (0, 0, 0),
+            (span, hp - (out_hw[0] - 1) * stride - 1, stride - 1),
+            (span, wp - (out_hw[1] - 1) * stride - 1, stride - 1),
+            (0, 0, 0),
+        ),
+    )
+    dx_pad = depthwise_conv_shifted(g_full, kernel[::-1, ::-1], 1, dilation, 0)
+    dx = dx_pad[:, pad : pad + x.shape[1], pad : pad + x.shape[2], :]
+
     phases = _to_phases(x, stride, pad, out_hw, k, dilation)
-    taps = kernel.reshape(k * k, -1)
     size = (1, 1, *g.shape)
 
-    def tap_grads(t, carry):
-        d_phases, d_taps = carry
-        start = _tap_start(t, k, stride, dilation)
-        view = lax.dynamic_slice(phases, start, size)[0, 0]
-        d_view = lax.dynamic_slice(d_phases, start, size) + (g * taps[t])[None, None]
-        d_phases = lax.dynamic_update_slice(d_phases, d_view, start)
-        return d_phases, d_taps.at[t].set(jnp.sum(view * g, axis=(0, 1, 2)))
+    def tap_grad(t, d_taps):
+        view = lax.dynamic_slice(phases, _tap_start(t, k, stride, dilation), size)[0, 0]
+        return d_taps.at[t].set(jnp.einsum("nhwc,nhwc->c", view, g))
 
-    init = (jnp.zeros_like(phases), jnp.zeros_like(taps))
-    d_phases, d_taps = lax.fori_loop(0, k * k, tap_grads, init)
-    dx = _from_phases(d_phases, x.shape, pad)
+    d_taps = lax.fori_loop(0, k * k, tap_grad, jnp.zeros((k * k, x.shape[3]), g.dtype))
     return dx.astype(x.dtype), d_taps.reshape(kernel.shape).astype(kernel.dtype)
 
 

@@ -89,7 +89,6 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/step_throughput.json")
     args = parser.parse_args()
 
-    rows = [row for space in args.spaces for sampler in args.samplers for row in benchmark(space, sampler, args)]
     device = jax.devices()[0]
     result = {
         "benchmark": "step_throughput",
@@ -101,11 +100,14 @@ def main():
         "init_channels": args.init_channels,
         "depth": args.depth,
         "image_size": args.image_size,
-        "rows": rows,
+        "rows": [],
     }
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    for space in args.spaces:
+        for sampler in args.samplers:
+            result["rows"] += benchmark(space, sampler, args)
+            out.write_text(json.dumps(result, indent=2) + "\n")  # after every row: partial runs keep their numbers
     print(f"wrote {out}")
 
 
