@@ -1,0 +1,104 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from asose_jax.input_pipeline import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    augment,
+    epoch_batches,
+    load_npz,
+    normalize,
+    split_for_architecture,
+)
+
+
+def _arrays(n_train=20, n_test=6, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "x_train": rng.integers(0, 256, (n_train, size, size, 3), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, n_train),
+        "x_test": rng.integers(0, 256, (n_test, size, size, 3), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, n_test),
+    }
+
+
+def test_load_npz_and_train_limit(tmp_path):
+    arrays = _arrays()
+    np.savez(tmp_path / "d.npz", **arrays)
+    data = load_npz(tmp_path / "d.npz", train_limit=12)
+    assert data.x_train.shape == (12, 8, 8, 3) and data.y_train.dtype == np.int32
+    np.testing.assert_array_equal(data.x_train, arrays["x_train"][:12])
+    np.testing.assert_array_equal(data.y_test, arrays["y_test"])
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"x_train": np.zeros((4, 8, 8, 3), np.float32)}, "x_train must be uint8"),
+        ({"x_train": np.zeros((4, 3, 8, 8), np.uint8)}, r"shape \[N, H, W, 3\]"),
+        ({"y_train": np.full(20, 10)}, r"labels must lie in \[0, 10\)"),
+        ({"y_train": np.zeros(19, np.int64)}, "has 20 images but y_train has 19"),
+        ({"x_test": np.zeros((0, 8, 8, 3), np.uint8), "y_test": np.zeros(0, np.int64)}, "test split is empty"),
+        ({"x_test": np.zeros((6, 4, 4, 3), np.uint8)}, "differ in shape"),
+    ],
+)
+def test_bad_arrays_are_named(tmp_path, change, message):
+    np.savez(tmp_path / "d.npz", **{**_arrays(), **change})
+    with pytest.raises(ValueError, match=message):
+        load_npz(tmp_path / "d.npz")
+
+
+def test_missing_truncated_and_incomplete_files(tmp_path):
+    with pytest.raises(ValueError, match="no data file at .*to_arrays.py"):
+        load_npz(tmp_path / "absent.npz")
+    np.savez(tmp_path / "d.npz", **_arrays())
+    blob = (tmp_path / "d.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        load_npz(tmp_path / "cut.npz")
+    partial = _arrays()
+    del partial["y_test"]
+    np.savez(tmp_path / "partial.npz", **partial)
+    with pytest.raises(ValueError, match=r"lacks the arrays \['y_test'\]"):
+        load_npz(tmp_path / "partial.npz")
+
+
+def test_architecture_split_is_disjoint_and_covers_the_training_set():
+    weights, arch = split_for_architecture(101, 0.5, seed=3)
+    assert len(arch) == 50 and len(weights) == 51
+    assert not set(weights) & set(arch)
+    assert set(weights) | set(arch) == set(range(101))
+    again = split_for_architecture(101, 0.5, seed=3)
+    np.testing.assert_array_equal(again[1], arch)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"must lie in \(0, 1\)"):
+            split_for_architecture(10, bad, seed=0)
+
+
+def test_normalize_uses_cifar_statistics():
+    pixel = jnp.array([[[[125, 123, 114]]]], jnp.uint8)
+    expected = (np.array([125, 123, 114]) / 255 - np.array(CIFAR10_MEAN)) / np.array(CIFAR10_STD)
+    chex.assert_trees_all_close(normalize(pixel)[0, 0, 0], expected.astype(np.float32), atol=1e-5)
+
+
+def test_augment_crops_flips_and_cuts_out():
+    images = jnp.asarray(_arrays(n_train=16)["x_train"])
+    out = jax.jit(augment, static_argnames=("pad", "cutout"))(jax.random.key(0), images, pad=0)
+    # pad=0: no translation, so every image is itself or its mirror.
+    base = normalize(images)
+    same = jnp.all(out == base, axis=(1, 2, 3)) | jnp.all(out == base[:, :, ::-1], axis=(1, 2, 3))
+    assert bool(jnp.all(same)) and not bool(jnp.all(out == base))
+    shifted = augment(jax.random.key(1), images, pad=4)
+    chex.assert_shape(shifted, images.shape)
+    zeros = augment(jax.random.key(2), jnp.full((4, 8, 8, 3), 255, jnp.uint8), pad=0, cutout=4)
+    assert bool(jnp.all(jnp.any(zeros == 0.0, axis=(1, 2, 3))))  # a zeroed square in every image
+
+
+def test_epoch_batches_drop_the_remainder():
+    batches = epoch_batches(jax.random.key(0), 10, 4)
+    assert batches.shape == (2, 4) and len(set(batches.ravel().tolist())) == 8
+    with pytest.raises(ValueError, match="larger than the 3 examples"):
+        epoch_batches(jax.random.key(0), 3, 4)
