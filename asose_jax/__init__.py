@@ -3,6 +3,7 @@
 Module map:
   operations     candidate ops, registered by name; the ASO-SE, DARTS and NAS-Bench-201 op sets
   depthwise      depthwise convolution (shifted sum with a custom VJP on CPU, grouped conv elsewhere)
+  conv           full convolution (kernel gradient as one im2col matmul on CPU)
   mixed_op       one edge: weighted sum of ops, or the single sampled op via lax.switch
   spaces         the search networks: chain (ASO-SE), darts (cells), nb201 (NAS-Bench-201)
   initializers   fast variable initialisation (one random draw for all kernels)
@@ -12,6 +13,7 @@ Module map:
   config         SearchConfig: plain, validated data
   optimizers     SGD (weights) and Adam (logits) as optax chains with coupled L2
   steps          the pure weight_step, arch_step (first/second order) and eval_step
+  input_pipeline validated image arrays, held-out architecture split, on-device augmentation
 """
 
 from asose_jax.config import SearchConfig
