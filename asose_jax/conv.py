@@ -19,9 +19,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from asose_jax.depthwise import resolve_impl
-
 Padding = tuple[tuple[int, int], tuple[int, int]]
+IMPLEMENTATIONS = ("auto", "cpu", "xla")
+
+
+def resolve_impl(impl: str) -> str:
+    """The convolution kernels to use: ``cpu`` (shifted-sum depthwise, im2col kernel
+    gradients) or ``xla`` (plain XLA convolutions); ``auto`` picks ``cpu`` on the CPU backend."""
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown convolution implementation {impl!r}; use one of {IMPLEMENTATIONS}")
+    if impl == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "xla"
+    return impl
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:
@@ -71,6 +80,6 @@ class Conv(nn.Module):
         shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32).astype(x.dtype)
         padding = tuple(((k - 1) // 2, (k - 1) // 2) for k in self.kernel_size)
-        if resolve_impl(self.impl) == "shifted_sum":  # the CPU choice
+        if resolve_impl(self.impl) == "cpu":
             return conv_matmul_grad(x, kernel, tuple(self.strides), padding)
         return conv2d(x, kernel, tuple(self.strides), padding)

@@ -1,9 +1,10 @@
 """Depthwise convolution with a backend-chosen implementation.
 
-XLA on CPU lowers a grouped convolution (``feature_group_count=C``) to a slow
-generic loop, roughly 100x slower than summing ``k*k`` shifted, strided views of
-the input, each scaled by one kernel tap. On GPU and TPU the grouped convolution
-is the fast path. Both implementations compute the same function:
+XLA on CPU runs a grouped convolution (``feature_group_count=C``) several times
+slower than summing ``k*k`` shifted, strided views of the input, each scaled by
+one kernel tap (measured here at 64x32x32x32: forward 77 vs 12 ms for 3x3,
+forward+backward 1.8 s vs 0.18 s for 7x7). On GPU and TPU the grouped
+convolution is the fast path. Both implementations compute the same function:
 
     y[n, h, w, c] = sum_{i, j} x_pad[n, h*s + i*d, w*s + j*d, c] * k[i, j, 0, c]
 
@@ -23,16 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLEMENTATIONS = ("auto", "shifted_sum", "grouped")
-
-
-def resolve_impl(impl: str) -> str:
-    """Maps ``auto`` to ``shifted_sum`` on CPU and ``grouped`` elsewhere."""
-    if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown depthwise implementation {impl!r}; use one of {IMPLEMENTATIONS}")
-    if impl == "auto":
-        return "shifted_sum" if jax.default_backend() == "cpu" else "grouped"
-    return impl
+from asose_jax.conv import resolve_impl
 
 
 def _out_size(size: int, k: int, stride: int, dilation: int, pad: int) -> int:
@@ -140,7 +132,7 @@ def depthwise_conv(
     x: jax.Array, kernel: jax.Array, stride: int = 1, dilation: int = 1, pad: int = 0, impl: str = "auto"
 ) -> jax.Array:
     """Depthwise convolution. x: [N,H,W,C], kernel: [k,k,1,C] -> [N,Ho,Wo,C]."""
-    if resolve_impl(impl) == "shifted_sum":
+    if resolve_impl(impl) == "cpu":
         return depthwise_conv_shifted(x, kernel, stride, dilation, pad)
     return depthwise_conv_grouped(x, kernel, stride, dilation, pad)
 

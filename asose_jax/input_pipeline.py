@@ -101,8 +101,9 @@ def normalize(images: jax.Array) -> jax.Array:
 
 
 def augment(key: jax.Array, images: jax.Array, pad: int = 4, cutout: int = 0) -> jax.Array:
-    """Random crop after zero padding by ``pad``, horizontal flip, optional ``cutout`` square; then normalise.
+    """Normalise, then random crop after padding by ``pad``, horizontal flip, optional ``cutout`` square.
 
+    Padding and cutout write zeros in normalised space (the mean colour).
     images: uint8 [B, H, W, 3] -> float32 [B, H, W, 3]. One draw per image.
     """
     b, h, w, _ = images.shape

@@ -120,10 +120,9 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
 
     def weight_grad(state: State, batch: Batch):
         arch_weights = jax.lax.stop_gradient(sampled_weights(state["arch"], state, _WEIGHT_STREAM))
-        grad_fn = jax.grad(train_loss, has_aux=True)
-        grads, (batch_stats, logits) = grad_fn(state["params"], state["batch_stats"], arch_weights, batch)
-        aux = {"batch_stats": batch_stats, "loss": cross_entropy(logits, batch["label"]), "logits": logits}
-        return grads, aux
+        grad_fn = jax.value_and_grad(train_loss, has_aux=True)
+        (loss, (batch_stats, logits)), grads = grad_fn(state["params"], state["batch_stats"], arch_weights, batch)
+        return grads, {"batch_stats": batch_stats, "loss": loss, "logits": logits}
 
     def weight_step(state: State, batch: Batch):
         grads, aux = weight_grad(state, batch)

@@ -14,7 +14,6 @@ import platform
 import time
 
 import jax
-import jax.numpy as jnp
 
 from asose_jax.config import SearchConfig
 from asose_jax.sampling import SAMPLERS
@@ -112,5 +111,4 @@ def main():
 
 
 if __name__ == "__main__":
-    jnp.zeros(())  # initialise the backend before timing
     main()

@@ -93,6 +93,8 @@ def test_augment_crops_flips_and_cuts_out():
     assert bool(jnp.all(same)) and not bool(jnp.all(out == base))
     shifted = augment(jax.random.key(1), images, pad=4)
     chex.assert_shape(shifted, images.shape)
+    moved = ~(jnp.all(shifted == base, axis=(1, 2, 3)) | jnp.all(shifted == base[:, :, ::-1], axis=(1, 2, 3)))
+    assert bool(jnp.any(moved))  # some crops are translated
     zeros = augment(jax.random.key(2), jnp.full((4, 8, 8, 3), 255, jnp.uint8), pad=0, cutout=4)
     assert bool(jnp.all(jnp.any(zeros == 0.0, axis=(1, 2, 3))))  # a zeroed square in every image
 
