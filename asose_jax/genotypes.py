@@ -185,3 +185,33 @@ def load_genotype(path: str | pathlib.Path) -> Genotype:
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read genotype file {path}: {err}") from None
     return genotype_from_json(data)
+
+
+def genotype_edge_weights(genotype: Genotype, op_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The genotype as supernet edge weights ``{name: [E, K]}``: one-hot on each kept edge's op, zero rows
+    on edges the genotype drops (DARTS keeps two inputs per node). Evaluating the supernet with these
+    (single-path) runs exactly the derived discrete architecture on the shared weights."""
+    op_names = check_op_names(op_names)
+    column = {op: k for k, op in enumerate(op_names)}
+
+    def one_hot(edges: int, chosen: dict[int, str]) -> np.ndarray:
+        missing = sorted({op for op in chosen.values()} - set(column))
+        if missing:
+            raise ValueError(f"genotype uses ops {missing} that the search's op set {list(op_names)} lacks")
+        w = np.zeros((edges, len(op_names)), np.float32)
+        for e, op in chosen.items():
+            w[e, column[op]] = 1.0
+        return w
+
+    if isinstance(genotype, ChainGenotype):
+        return {"blocks": one_hot(len(genotype.ops), dict(enumerate(genotype.ops)))}
+    if isinstance(genotype, DartsGenotype):
+        edge_of = {edge: e for e, edge in enumerate(darts_space.edge_inputs())}
+        edges = len(edge_of)
+        return {
+            name: one_hot(edges, {edge_of[(p // 2, j)]: op for p, (op, j) in enumerate(cell)})
+            for name, cell in (("normal", genotype.normal), ("reduce", genotype.reduce))
+        }
+    edge_of = {edge: e for e, edge in enumerate(nb201_space.edge_inputs())}
+    chosen = {edge_of[(i + 1, j)]: op for i, node in enumerate(genotype.nodes) for op, j in node}
+    return {"cell": one_hot(len(edge_of), chosen)}

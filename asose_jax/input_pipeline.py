@@ -8,8 +8,10 @@ pipeline is a gather plus a few elementwise ops inside jit.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import zipfile
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +75,12 @@ def load_npz(path: str | pathlib.Path, train_limit: int | None = None, num_class
         if train_limit < 1:
             raise ValueError(f"train_limit must be a positive integer, got {train_limit}")
         arrays["x_train"], arrays["y_train"] = arrays["x_train"][:train_limit], arrays["y_train"][:train_limit]
-    checked = validate_arrays(ImageArrays(**arrays, num_classes=num_classes), str(path))
+    return _checked(ImageArrays(**arrays, num_classes=num_classes), str(path))
+
+
+def _checked(arrays: ImageArrays, source: str) -> ImageArrays:
+    """Validated arrays with int32 labels."""
+    checked = validate_arrays(arrays, source)
     return dataclasses.replace(
         checked, y_train=checked.y_train.astype(np.int32), y_test=checked.y_test.astype(np.int32)
     )
@@ -124,10 +131,72 @@ def augment(key: jax.Array, images: jax.Array, pad: int = 4, cutout: int = 0) ->
     return x
 
 
-def epoch_batches(key: jax.Array, n: int, batch_size: int) -> np.ndarray:
-    """Index batches [n // batch_size, batch_size] of one shuffled epoch (the last partial batch is dropped)."""
+def epoch_batches(seed: Sequence[int], indices: np.ndarray, batch_size: int, steps: int | None = None) -> np.ndarray:
+    """Index batches ``[steps, batch_size]`` drawn from ``indices`` in shuffled order.
+
+    ``steps`` defaults to one epoch (``len(indices) // batch_size``, the last partial batch
+    dropped); more steps chain further permutations. The order is a pure function of ``seed``
+    (e.g. ``(run seed, cycle, phase, epoch)``), so a resumed run sees the same batches.
+    """
+    n = len(indices)
     if batch_size > n:
         raise ValueError(f"batch size {batch_size} is larger than the {n} examples; use --batch-size <= {n}")
-    order = np.asarray(jax.random.permutation(key, n))
-    steps = n // batch_size
-    return order[: steps * batch_size].reshape(steps, batch_size)
+    steps = n // batch_size if steps is None else steps
+    rng = np.random.default_rng(list(seed))
+    rounds = -(-steps * batch_size // n)
+    order = np.concatenate([rng.permutation(n) for _ in range(rounds)])[: steps * batch_size]
+    return np.asarray(indices)[order].reshape(steps, batch_size)
+
+
+def eval_batches(n: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(indices [batch_size], mask [batch_size])`` covering ``range(n)`` once, in order; the last
+    batch is padded with index 0 and ``mask`` False, so every batch has one shape (one trace)."""
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size)
+        yield np.where(idx < n, idx, 0).astype(np.int32), idx < n
+
+
+def load_tfds(
+    data_dir: str | None = None, train_limit: int | None = None, name: str = "cifar10", download: bool = True
+) -> ImageArrays:
+    """CIFAR-10 from tensorflow-datasets (downloaded and prepared on first use when ``download``).
+
+    TensorFlow is imported only here, with its logging silenced; it never touches an accelerator
+    (the requirements pin ``tensorflow-cpu``). Any failure becomes one ValueError naming the fixes.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise ValueError(
+            f"--data tfds needs tensorflow-datasets and tensorflow ({err}); "
+            "install requirements.txt, or use --data npz:PATH"
+        ) from None
+    if train_limit is not None and train_limit < 1:
+        raise ValueError(f"train_limit must be a positive integer, got {train_limit}")
+    arrays = {}
+    for split in ("train", "test"):
+        try:
+            ds = tfds.load(name, split=split, data_dir=data_dir, as_supervised=True, batch_size=1024, download=download)
+            chunks = list(tfds.as_numpy(ds))
+        except Exception as err:  # tfds raises many types (network, missing files, assertion)
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            where = data_dir or "the default ~/tensorflow_datasets"
+            raise ValueError(
+                f"cannot load tfds {name!r} from {where} ({type(err).__name__}: {first_line}); point "
+                "--data-dir at a prepared copy, or use --data npz:PATH (../shared/datasets/cifar10-jpeg/to_arrays.py)"
+            ) from None
+        arrays[f"x_{split}"] = np.concatenate([x for x, _ in chunks])
+        arrays[f"y_{split}"] = np.concatenate([y for _, y in chunks])
+    if train_limit is not None:
+        arrays["x_train"], arrays["y_train"] = arrays["x_train"][:train_limit], arrays["y_train"][:train_limit]
+    return _checked(ImageArrays(**arrays), f"tfds {name}")
+
+
+def load_data(source: str, data_dir: str | None = None, train_limit: int | None = None) -> ImageArrays:
+    """``source`` is ``"tfds"`` or ``"npz:PATH"``."""
+    if source == "tfds":
+        return load_tfds(data_dir, train_limit)
+    if source.startswith("npz:") and len(source) > 4:
+        return load_npz(source[4:], train_limit)
+    raise ValueError(f"unknown data source {source!r}; use --data tfds or --data npz:PATH")

@@ -44,12 +44,12 @@ _WEIGHT_STREAM, _ARCH_STREAM = 0, 1
 class SearchSteps(NamedTuple):
     """The pure functions of one search configuration."""
 
-    weight_grad: Callable[[State, Batch], tuple[dict, dict]]
-    weight_step: Callable[[State, Batch], tuple[State, Metrics]]
+    weight_grad: Callable[..., tuple[dict, dict]]
+    weight_step: Callable[..., tuple[State, Metrics]]
     arch_grad: Callable[..., tuple[dict, dict]]
     arch_step: Callable[..., tuple[State, Metrics]]
     unrolled_arch_loss: Callable[[dict, State, Batch, Batch], jax.Array]
-    eval_step: Callable[[State, Batch], Metrics]
+    eval_step: Callable[..., Metrics]
 
 
 def build_model(config: SearchConfig) -> nn.Module:
@@ -118,14 +118,18 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
         )
         return cross_entropy(logits, batch["label"]), (updates["batch_stats"], logits)
 
-    def weight_grad(state: State, batch: Batch):
-        arch_weights = jax.lax.stop_gradient(sampled_weights(state["arch"], state, _WEIGHT_STREAM))
+    def weight_grad(state: State, batch: Batch, uniform_arch: bool | jax.Array = False):
+        """Gradient of the training loss w.r.t. the weights only. ``uniform_arch`` (a bool, or a
+        traced bool so one compiled step serves both) samples from zero logits instead of
+        ``state["arch"]``: the warm-up, where every op is trained and none favoured."""
+        logits = jax.tree.map(lambda a: jnp.where(uniform_arch, jnp.zeros_like(a), a), state["arch"])
+        arch_weights = jax.lax.stop_gradient(sampled_weights(logits, state, _WEIGHT_STREAM))
         grad_fn = jax.value_and_grad(train_loss, has_aux=True)
         (loss, (batch_stats, logits)), grads = grad_fn(state["params"], state["batch_stats"], arch_weights, batch)
         return grads, {"batch_stats": batch_stats, "loss": loss, "logits": logits}
 
-    def weight_step(state: State, batch: Batch):
-        grads, aux = weight_grad(state, batch)
+    def weight_step(state: State, batch: Batch, uniform_arch: bool | jax.Array = False):
+        grads, aux = weight_grad(state, batch, uniform_arch)
         updates, weight_opt = weight_tx.update(grads, state["weight_opt"], state["params"])
         lr = lr_at(state["step"])
         new_state = {
@@ -184,13 +188,17 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
         }
         return {**state, "arch": arch, "arch_opt": arch_opt}, metrics
 
-    def eval_step(state: State, batch: Batch) -> Metrics:
+    def eval_step(state: State, batch: Batch, fixed_weights: dict | None = None) -> Metrics:
         """Loss and accuracy with BN running averages; nothing is updated.
 
-        Edge weights: ``softmax(a)``, or one-hot on each edge's strongest op (``none`` included,
-        every edge kept: not the genotype's pruning), run single-path.
+        Edge weights: ``fixed_weights`` if given (rows one-hot or zero, run single-path: a discrete
+        architecture inside the supernet, see ``genotypes.genotype_edge_weights``); otherwise, by
+        ``config.eval_weights``, ``softmax(a)`` or one-hot on each edge's strongest op (``none``
+        included, every edge kept: not the genotype's pruning), run single-path.
         """
-        if config.eval_weights == "argmax":
+        if fixed_weights is not None:
+            arch_weights, eval_single_path = fixed_weights, True
+        elif config.eval_weights == "argmax":
             arch_weights, eval_single_path = argmax_edge_weights(state["arch"]), True
         else:
             arch_weights, eval_single_path = sample_edge_weights(state["arch"], None, "softmax", 1.0), False

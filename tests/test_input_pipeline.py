@@ -9,7 +9,10 @@ from asose_jax.input_pipeline import (
     CIFAR10_STD,
     augment,
     epoch_batches,
+    eval_batches,
+    load_data,
     load_npz,
+    load_tfds,
     normalize,
     split_for_architecture,
 )
@@ -99,8 +102,50 @@ def test_augment_crops_flips_and_cuts_out():
     assert bool(jnp.all(jnp.any(zeros == 0.0, axis=(1, 2, 3))))  # a zeroed square in every image
 
 
-def test_epoch_batches_drop_the_remainder():
-    batches = epoch_batches(jax.random.key(0), 10, 4)
-    assert batches.shape == (2, 4) and len(set(batches.ravel().tolist())) == 8
+def test_epoch_batches_draw_from_their_split_in_a_seeded_order():
+    split = np.array([3, 5, 7, 11, 13, 17, 19, 23, 29, 31])
+    batches = epoch_batches((0, 1), split, 4)
+    assert batches.shape == (2, 4) and len(set(batches.ravel().tolist())) == 8  # remainder dropped
+    assert set(batches.ravel().tolist()) <= set(split.tolist())
+    np.testing.assert_array_equal(batches, epoch_batches((0, 1), split, 4))  # a pure function of the seed
+    assert not np.array_equal(batches, epoch_batches((0, 2), split, 4))
+    longer = epoch_batches((0, 1), split, 4, steps=5)  # more steps chain further permutations
+    assert longer.shape == (5, 4) and sorted(longer.ravel()[:8].tolist()) == sorted(batches.ravel().tolist())
     with pytest.raises(ValueError, match="larger than the 3 examples"):
-        epoch_batches(jax.random.key(0), 3, 4)
+        epoch_batches((0,), split[:3], 4)
+
+
+def test_eval_batches_cover_every_example_once_with_a_mask():
+    seen = [idx[mask] for idx, mask in eval_batches(10, 4)]
+    assert [len(s) for s in seen] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate(seen), np.arange(10))
+    assert all(idx.shape == (4,) for idx, _ in eval_batches(10, 4))  # one shape: one trace
+
+
+def test_tfds_source_with_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=12):
+        arrays = load_tfds(train_limit=10)
+    assert arrays.x_train.shape == (10, 32, 32, 3) and arrays.x_train.dtype == np.uint8
+    assert arrays.x_test.shape == (12, 32, 32, 3) and arrays.y_train.dtype == np.int32
+    assert arrays.y_train.max() < 10
+
+
+def test_tfds_without_data_fails_in_one_line_naming_the_fixes(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(ValueError, match="--data-dir") as missing:  # the real offline path, no download
+        load_tfds(data_dir=str(tmp_path), download=False)
+    assert "npz:PATH" in str(missing.value) and "\n" not in str(missing.value)
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'\nretrying...")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(ValueError, match=r"ConnectionError: Failed to resolve .*--data-dir.*npz:PATH") as err:
+        load_data("tfds", data_dir=str(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_data_source():
+    with pytest.raises(ValueError, match="unknown data source 'csv:x'; use --data tfds or --data npz:PATH"):
+        load_data("csv:x")

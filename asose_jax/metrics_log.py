@@ -1,0 +1,44 @@
+"""Machine-readable metrics: one JSON object per line (``metrics.jsonl``), flushed as written."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Iterator
+
+import numpy as np
+
+
+def to_jsonable(value):
+    """Numbers, arrays (JAX or NumPy) and nested containers as plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "__array__") and not isinstance(value, str):
+        array = np.asarray(value)
+        return array.item() if array.ndim == 0 else array.tolist()
+    return value
+
+
+class MetricsWriter:
+    """Appends records to a JSON-lines file; each line is flushed, so a crash loses at most one line."""
+
+    def __init__(self, path: str | pathlib.Path):
+        self.path = pathlib.Path(path)
+        self._file = self.path.open("a")
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(to_jsonable(record)) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: str | pathlib.Path) -> Iterator[dict]:
+    """The records of a ``metrics.jsonl``, in order."""
+    with pathlib.Path(path).open() as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)

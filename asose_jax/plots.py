@@ -1,0 +1,113 @@
+"""Plots of a run, drawn from its ``metrics.jsonl`` alone (so ``experiments/plot_run.py`` can redraw them).
+
+* ``arch_weights.png``: per edge, a heatmap of ``softmax(a)`` (ops x epochs);
+* ``curves.png``: loss and accuracy over global steps, phases shaded;
+* ``schedules.png``: temperature and learning rate over global steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from asose_jax.metrics_log import read_metrics  # noqa: E402
+
+PHASE_COLOURS = {"warmup": "tab:blue", "arch": "tab:orange", "retrain": "tab:green"}
+PLOT_FILES = ("arch_weights.png", "curves.png", "schedules.png")
+
+
+def _shade_phases(ax, phases: list[dict]) -> None:
+    seen = set()
+    for p in phases:
+        label = p["phase"] if p["phase"] not in seen else None
+        seen.add(p["phase"])
+        ax.axvspan(p["step_start"], p["step_end"], color=PHASE_COLOURS.get(p["phase"], "grey"), alpha=0.12, lw=0,
+                   label=label)  # fmt: skip
+    for p in phases:
+        ax.axvline(p["step_start"], color="grey", lw=0.4)
+
+
+def plot_arch_weights(epochs: list[dict], op_names: list[str], path: pathlib.Path) -> None:
+    names = sorted(epochs[0]["arch_weights"])
+    panels = [(name, e) for name in names for e in range(len(epochs[0]["arch_weights"][name]))]
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 0.25 * len(op_names) * rows + 1.0 * rows),
+                             squeeze=False, sharey=True)  # fmt: skip
+    steps = [r["step"] for r in epochs]
+    for ax, (name, e) in zip(axes.flat, panels, strict=False):
+        grid = [[r["arch_weights"][name][e][k] for r in epochs] for k in range(len(op_names))]
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
+        ax.set_title(f"{name} edge {e}", fontsize=8)
+        ax.set_yticks(range(len(op_names)), op_names, fontsize=6)
+        ticks = sorted({0, len(steps) - 1})
+        ax.set_xticks(ticks, [str(steps[t]) for t in ticks], fontsize=6)
+        fig.colorbar(image, ax=ax, fraction=0.05)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle("architecture weights softmax(a) per edge (x: global step at each epoch end)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(steps: list[dict], epochs: list[dict], phases: list[dict], path: pathlib.Path) -> None:
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4))
+    weight_steps = [r for r in steps if "loss" in r]
+    arch_steps = [r for r in steps if "arch_loss" in r]
+    loss_ax.plot([r["step"] for r in weight_steps], [r["loss"] for r in weight_steps], lw=0.8, label="train loss")
+    loss_ax.plot([r["step"] for r in arch_steps], [r["arch_loss"] for r in arch_steps], lw=0.8,
+                 label="held-out loss (arch steps)")  # fmt: skip
+    loss_ax.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "k.-", label="val loss (derived)")
+    acc_ax.plot([r["step"] for r in weight_steps], [100 * r["accuracy"] for r in weight_steps], lw=0.8,
+                label="train acc")  # fmt: skip
+    acc_ax.plot([r["step"] for r in epochs], [r["val_acc"] for r in epochs], "k.-", label="val acc (derived)")
+    loss_ax.set_ylabel("cross-entropy")
+    acc_ax.set_ylabel("accuracy (%)")
+    for ax in (loss_ax, acc_ax):
+        _shade_phases(ax, phases)
+        ax.set_xlabel("global step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_schedules(steps: list[dict], phases: list[dict], path: pathlib.Path) -> None:
+    fig, (tau_ax, lr_ax) = plt.subplots(1, 2, figsize=(12, 3.5))
+    tau_ax.plot([r["step"] for r in steps], [r["temperature"] for r in steps])
+    tau_ax.set_ylabel("temperature")
+    with_lr = [r for r in steps if "lr" in r]
+    lr_ax.plot([r["step"] for r in with_lr], [r["lr"] for r in with_lr])
+    lr_ax.set_ylabel("learning rate")
+    for ax in (tau_ax, lr_ax):
+        _shade_phases(ax, phases)
+        ax.set_xlabel("global step")
+    tau_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
+    """Draws every plot of ``run_dir`` from its ``metrics.jsonl``; returns the files written."""
+    run_dir = pathlib.Path(run_dir)
+    metrics_path = run_dir / "metrics.jsonl"
+    if not metrics_path.is_file():
+        raise ValueError(f"{run_dir} has no metrics.jsonl; pass the run directory of a search")
+    records = list(read_metrics(metrics_path))
+    by_event = {event: [r for r in records if r.get("event") == event] for event in ("step", "epoch", "phase")}
+    if not by_event["epoch"]:
+        raise ValueError(f"{metrics_path} has no finished epoch yet; nothing to plot")
+    op_names = json.loads((run_dir / "config.json").read_text())["op_names"]
+    written = [run_dir / name for name in PLOT_FILES]
+    plot_arch_weights(by_event["epoch"], op_names, written[0])
+    plot_curves(by_event["step"], by_event["epoch"], by_event["phase"], written[1])
+    plot_schedules(by_event["step"], by_event["phase"], written[2])
+    return written

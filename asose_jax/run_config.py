@@ -1,0 +1,134 @@
+"""The whole search run as plain, validated data, and its named presets.
+
+``RunConfig`` adds to ``SearchConfig`` (the maths of one step) what the driver needs:
+the data source and split, batch size, the four-phase cycle and the plateau stop.
+``search.total_steps`` is set by the driver from the data size and the cycle, so that
+the learning rate and temperature follow one schedule over the whole run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from asose_jax.config import SearchConfig
+
+ARCH_PHASES = ("alternate", "alpha-only")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One ASO-SE search. A cycle is warm-up, architecture, mutation, re-training (epochs per phase).
+
+    ``arch_phase``: ``alternate`` takes one architecture step on a held-out batch and one weight step
+    on a training batch per iteration (first-order DARTS); ``alpha-only`` freezes the weights (the
+    original's variant). ``plateau_window`` counts cycles (0 disables the stop); the run stops when
+    the best cycle-final validation accuracy of the last window is less than ``plateau_threshold``
+    percentage points above the best before it.
+    """
+
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    data: str = "tfds"
+    data_dir: str | None = None
+    train_limit: int | None = None
+    arch_split: float = 0.5
+    batch_size: int = 64
+    cutout: int = 0
+    cycles: int = 15
+    warmup_epochs: int = 5
+    arch_epochs: int = 2
+    retrain_epochs: int = 3
+    arch_phase: str = "alternate"
+    plateau_window: int = 3
+    plateau_threshold: float = 0.5
+    log_every: int = 20
+
+    def __post_init__(self):
+        positive = ("batch_size", "cycles", "log_every")
+        non_negative = ("warmup_epochs", "arch_epochs", "retrain_epochs", "cutout", "plateau_window")
+        for name in positive + non_negative:
+            value = getattr(self, name)
+            low = 1 if name in positive else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                kind = "a positive" if low else "a non-negative"
+                raise ValueError(f"--{_flag(name)} must be {kind} integer, got {value!r}")
+        if self.train_limit is not None and (not isinstance(self.train_limit, int) or self.train_limit < 2):
+            raise ValueError(f"--train-limit must be an integer >= 2, got {self.train_limit!r}")
+        if not 0 < self.arch_split < 1:
+            raise ValueError(f"--arch-split must lie strictly between 0 and 1, got {self.arch_split}")
+        if self.warmup_epochs + self.arch_epochs + self.retrain_epochs == 0:
+            raise ValueError("every phase has 0 epochs; give --warmup-epochs, --arch-epochs or --retrain-epochs")
+        if self.arch_phase not in ARCH_PHASES:
+            raise ValueError(f"unknown --arch-phase {self.arch_phase!r}; use one of {', '.join(ARCH_PHASES)}")
+        if self.plateau_window >= self.cycles:
+            raise ValueError(
+                f"--plateau-window {self.plateau_window} cycles can never fill in {self.cycles} cycles "
+                f"(it needs one more cycle to compare with); use at most {self.cycles - 1}, or 0 to disable"
+            )
+        if not self.plateau_threshold >= 0:
+            raise ValueError(f"--plateau-threshold must be >= 0 percentage points, got {self.plateau_threshold}")
+        if not (self.data == "tfds" or (self.data.startswith("npz:") and len(self.data) > 4)):
+            raise ValueError(f"unknown --data {self.data!r}; use tfds or npz:PATH")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+PRESETS: dict[str, RunConfig] = {
+    # The original ASO-SE reference script's settings (fixed.py): a chain of 4 mixed-op blocks at 32
+    # channels over the 10 ASO-SE ops, soft Gumbel at tau 5 -> 0.1, batch 128, 15 cycles of 5/2/-/3
+    # epochs, SGD 0.025 with coupled L2 1e-4. Its bugs are not reproduced (see README).
+    "reference": RunConfig(
+        search=SearchConfig(space="chain", init_channels=32, depth=4, sampler="gumbel_soft", weight_decay=1e-4),
+        batch_size=128,
+        cycles=15,
+        warmup_epochs=5,
+        arch_epochs=2,
+        retrain_epochs=3,
+    ),
+    # DARTS (first order) on its 8-cell supernet: softmax relaxation, 50 epochs in all, with a weight
+    # warm-up first (as PC-DARTS / P-DARTS do): 5 cycles of 2 warm-up and 8 alternating epochs.
+    "darts": RunConfig(
+        search=SearchConfig(space="darts", init_channels=16, depth=8, sampler="softmax"),
+        batch_size=64,
+        cycles=5,
+        warmup_epochs=2,
+        arch_epochs=8,
+        retrain_epochs=0,
+        plateau_window=0,
+    ),
+    # GDAS on NAS-Bench-201: straight-through hard Gumbel, tau linear 10 -> 0.1, 250 epochs in all.
+    "nb201": RunConfig(
+        search=SearchConfig(
+            space="nb201", init_channels=16, depth=5, sampler="gumbel_hard", tau_max=10.0, tau_schedule="linear"
+        ),  # fmt: skip
+        batch_size=64,
+        cycles=5,
+        warmup_epochs=5,
+        arch_epochs=40,
+        retrain_epochs=5,
+        plateau_window=0,
+    ),
+    # A CPU-sized ASO-SE run that finishes in minutes on 5,000 images: 16 channels, single-path
+    # (hard Gumbel) steps, 2 cycles of 1/1/-/1 epochs.
+    "smoke": RunConfig(
+        search=SearchConfig(space="chain", init_channels=16, depth=4, sampler="gumbel_hard"),
+        train_limit=5000,
+        batch_size=64,
+        cycles=2,
+        warmup_epochs=1,
+        arch_epochs=1,
+        retrain_epochs=1,
+        plateau_window=0,
+        log_every=10,
+    ),
+}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    return PRESETS[name]

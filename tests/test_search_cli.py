@@ -1,0 +1,195 @@
+"""End to end: ``experiments/cifar10_search.py`` on tiny synthetic data, every run-directory file, bad input."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from asose_jax import train
+from asose_jax.genotypes import load_genotype
+from asose_jax.metrics_log import read_metrics
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import cifar10_search  # noqa: E402
+import plot_run  # noqa: E402
+
+N_TRAIN, N_TEST, BATCH = 48, 16, 8
+
+
+@pytest.fixture(scope="module")
+def npz_path(tmp_path_factory) -> pathlib.Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (N_TRAIN, 8, 8, 3), dtype=np.uint8),
+        y_train=rng.integers(0, 10, N_TRAIN),
+        x_test=rng.integers(0, 256, (N_TEST, 8, 8, 3), dtype=np.uint8),
+        y_test=rng.integers(0, 10, N_TEST),
+    )
+    return path
+
+
+def tiny_args(npz_path, workdir, *extra) -> list[str]:
+    return [
+        "--preset", "smoke", "--data", f"npz:{npz_path}", "--workdir", str(workdir), "--compilation-cache", "",
+        "--init-channels", "4", "--depth", "2", "--ops", "skip_connect,sep_conv_3x3,max_pool_3x3",
+        "--batch-size", str(BATCH), "--cycles", "2", "--log-every", "1", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(npz_path, tmp_path_factory):
+    """One tiny search (2 cycles of 1/1/-/1 epochs, 3 steps per epoch), with every iteration's indices recorded."""
+    workdir = tmp_path_factory.mktemp("runs") / "run"
+    seen = {"weights": [], "arch": [], "arch_train": []}
+    make_iterations = train.make_iterations
+
+    def recording(model, config):
+        inner = make_iterations(model, config)
+
+        def weights(state, images, labels, idx, uniform):
+            seen["weights"].append(np.asarray(idx))
+            return inner.weights(state, images, labels, idx, uniform)
+
+        def arch(state, images, labels, weight_idx, arch_idx):
+            seen["arch"].append(np.asarray(arch_idx))
+            seen["arch_train"].append(np.asarray(weight_idx))
+            return inner.arch(state, images, labels, weight_idx, arch_idx)
+
+        return inner._replace(weights=weights, arch=arch)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "make_iterations", recording)
+        assert cifar10_search.main(tiny_args(npz_path, workdir)) == 0
+    return workdir, seen
+
+
+def test_run_directory_holds_every_file(finished_run):
+    workdir, _ = finished_run
+    for name in ("config.json", "metrics.jsonl", "genotype.json", "summary.json", "arch_weights.png", "curves.png",
+                 "schedules.png"):  # fmt: skip
+        assert (workdir / name).stat().st_size > 0, name
+    for png in workdir.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["search"]["total_steps"] == 2 * 3 * 3  # cycles x phases x steps: one global schedule
+    assert config["op_names"] == ["skip_connect", "sep_conv_3x3", "max_pool_3x3"]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["params"]["arch"] == 2 * 3 and summary["params"]["weights"] > 0
+    for key in ("val_acc", "test_acc", "val_acc_supernet", "test_acc_supernet"):
+        assert 0 <= summary[key] <= 100, key
+    assert summary["steps"] == 18 and summary["cycles_completed"] == 2 and summary["wall_time_s"] > 0
+    assert summary["device"].startswith("cpu")
+    assert load_genotype(workdir / "genotype.json").ops == tuple(summary["genotype"]["ops"])
+
+
+def test_metrics_follow_one_global_schedule(finished_run):
+    workdir, _ = finished_run
+    records = list(read_metrics(workdir / "metrics.jsonl"))
+    steps = [r for r in records if r["event"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, 19))  # log-every 1: no gap, no duplicate
+    for key in ("temperature", "lr"):
+        values = [r[key] for r in steps]
+        assert all(b <= a for a, b in zip(values, values[1:], strict=False)), key  # never restarted
+    assert all(r["images_per_s"] > 0 and {"loss", "accuracy"} <= set(r) for r in steps)
+    assert all("arch_loss" in r for r in steps if r["phase"] == "arch")
+    phases = [(r["cycle"], r["phase"], r["step_start"], r["step_end"]) for r in records if r["event"] == "phase"]
+    assert phases == [(1, "warmup", 0, 3), (1, "arch", 3, 6), (1, "retrain", 6, 9),
+                      (2, "warmup", 9, 12), (2, "arch", 12, 15), (2, "retrain", 15, 18)]  # fmt: skip
+    mutations = [r for r in records if r["event"] == "mutation"]
+    assert [(r["cycle"], r["growth"]) for r in mutations] == [(1, "none"), (2, "none")]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert len(epochs) == 6
+    for r in epochs:
+        assert 0 <= r["val_acc"] <= 100 and np.isfinite(r["train_loss"])
+        weights = np.asarray(r["arch_weights"]["blocks"])
+        assert weights.shape == (2, 3) and np.allclose(weights.sum(-1), 1.0, atol=1e-5)
+        assert np.asarray(r["entropy"]["blocks"]).shape == (2,)
+
+
+def test_each_phase_reads_its_own_split(finished_run):
+    _, seen = finished_run
+    weights, arch = np.concatenate(seen["weights"]), np.concatenate(seen["arch"])
+    assert len(seen["weights"]) == 18 and len(seen["arch"]) == 6  # alternate: a weight half per arch step
+    assert set(weights.tolist()).isdisjoint(arch.tolist())
+    assert set(np.concatenate(seen["arch_train"]).tolist()) <= set(weights.tolist())
+    assert max(weights.max(), arch.max()) < N_TRAIN  # the test split is never trained on
+
+
+def test_plot_run_redraws_the_plots(finished_run, capsys):
+    workdir, _ = finished_run
+    (workdir / "curves.png").unlink()
+    assert plot_run.main([str(workdir)]) == 0
+    assert (workdir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_run.main([str(workdir / "nothing")]) == 2
+    assert "has no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_an_existing_run_is_never_overwritten(finished_run, npz_path, capsys):
+    workdir, _ = finished_run
+    before = (workdir / "metrics.jsonl").read_bytes()
+    assert cifar10_search.main(tiny_args(npz_path, workdir)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --workdir") and "already holds a run" in err and "\n" not in err
+    assert (workdir / "metrics.jsonl").read_bytes() == before
+
+
+def test_dry_run_writes_config_and_parameter_counts(npz_path, tmp_path):
+    from asose_jax.spaces import count_params
+    from asose_jax.steps import build_model, init_search_state
+
+    assert cifar10_search.main(tiny_args(npz_path, tmp_path, "--dry-run")) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    config = cifar10_search.build_config(cifar10_search.parse_args(tiny_args(npz_path, tmp_path)))
+    state = init_search_state(build_model(config.search), config.search, (8, 8, 3))
+    assert summary["params"] == {"weights": count_params(state["params"]), "arch": count_params(state["arch"])}
+    assert summary["dry_run"] is True and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_a_new_space_takes_its_own_model_defaults():
+    config = cifar10_search.build_config(cifar10_search.parse_args(["--space", "nb201"]))
+    assert (config.search.space, config.search.init_channels, config.search.depth) == ("nb201", None, None)
+    config = cifar10_search.build_config(cifar10_search.parse_args(["--space", "darts", "--layers", "5"]))
+    assert config.search.depth == 5 and config.cycles == 15  # the rest of the reference preset stays
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--space", "resnet"], "unknown search space 'resnet'"),
+        (["--sampler", "gumbel"], "unknown sampler 'gumbel'"),
+        (["--ops", "conv_9x9"], "unknown op"),
+        (["--arch-split", "1.5"], "--arch-split must lie strictly between 0 and 1"),
+        (["--tau-min", "6"], "0 < tau_min <= tau_max"),
+        (["--cycles", "0"], "--cycles must be a positive integer"),
+        (["--data", "npz:/no/such.npz"], "no data file at /no/such.npz"),
+        (["--batch-size", "64"], "--batch-size 64 is larger than the 24 images"),
+    ],
+)
+def test_bad_input_gives_one_line(flags, message, npz_path, tmp_path, capsys):
+    args = tiny_args(npz_path, tmp_path / "run")
+    for flag, value in zip(flags[::2], flags[1::2], strict=True):
+        position = args.index(flag) + 1 if flag in args else None
+        args = args[:position] + [value] + args[position + 1 :] if position else args + [flag, value]
+    assert cifar10_search.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_the_script_exits_2_without_a_traceback(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "cifar10_search.py"), "--data", f"npz:{tmp_path}/missing.npz",
+         "--workdir", str(tmp_path / "run"), "--compilation-cache", ""],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith("error: no data file at")
+    assert "Traceback" not in run.stderr
