@@ -13,7 +13,13 @@ Module map:
   config         SearchConfig: plain, validated data
   optimizers     SGD (weights) and Adam (logits) as optax chains with coupled L2
   steps          the pure weight_step, arch_step (first/second order) and eval_step
-  input_pipeline validated image arrays, held-out architecture split, on-device augmentation
+  input_pipeline tfds / .npz sources, validation, held-out architecture split, on-device augmentation
+  run_config     RunConfig (data, batch, cycle, plateau stop) and the named presets
+  cycle          the phases of one cycle, the global schedule length, the plateau rule
+  train          train_and_evaluate(config, workdir): the search driver and its run directory
+  metrics_log    JSON-lines metrics
+  progress       the progress line
+  plots          PNG plots from metrics.jsonl
 """
 
 from asose_jax.config import SearchConfig

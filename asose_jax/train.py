@@ -43,7 +43,7 @@ from asose_jax.input_pipeline import (
 from asose_jax.metrics_log import MetricsWriter
 from asose_jax.progress import Progress
 from asose_jax.run_config import RunConfig
-from asose_jax.sampling import edge_entropy
+from asose_jax.sampling import edge_entropy, is_single_path
 from asose_jax.spaces import count_params, uniform_arch_weights
 from asose_jax.steps import State, build_model, init_search_state, make_search_steps
 
@@ -281,8 +281,11 @@ def train_and_evaluate(config: RunConfig, workdir: str | pathlib.Path, dry_run: 
 
     genotype = run.genotype()
     save_genotype(workdir / "genotype.json", genotype)
-    val, val_super = run.evaluate(on_test=False, derived=True), run.evaluate(on_test=False, derived=False)
-    test, test_super = run.evaluate(on_test=True, derived=True), run.evaluate(on_test=True, derived=False)
+    val, test = run.evaluate(on_test=False, derived=True), run.evaluate(on_test=True, derived=True)
+    # The softmax-weighted supernet is what soft samplers train; single-path weights never saw that mixture.
+    mixture = not is_single_path(config.search.sampler)
+    val_super = run.evaluate(on_test=False, derived=False) if mixture else {"acc": None}
+    test_super = run.evaluate(on_test=True, derived=False) if mixture else {"acc": None}
     run.writer.close()
     summary.update({
         "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],

@@ -39,13 +39,14 @@ def tiny_args(npz_path, workdir, *extra) -> list[str]:
     return [
         "--preset", "smoke", "--data", f"npz:{npz_path}", "--workdir", str(workdir), "--compilation-cache", "",
         "--init-channels", "4", "--depth", "2", "--ops", "skip_connect,sep_conv_3x3,max_pool_3x3",
-        "--batch-size", str(BATCH), "--cycles", "2", "--log-every", "1", *extra,
+        "--batch-size", str(BATCH), "--cycles", "2", "--warmup-epochs", "1", "--log-every", "1", *extra,
     ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def finished_run(npz_path, tmp_path_factory):
-    """One tiny search (2 cycles of 1/1/-/1 epochs, 3 steps per epoch), with every iteration's indices recorded."""
+    """One tiny search (1/1/-/1 epochs of 3 steps per cycle, stopped by the plateau rule after 2 of 3 cycles),
+    with every iteration's indices recorded."""
     workdir = tmp_path_factory.mktemp("runs") / "run"
     seen = {"weights": [], "arch": [], "arch_train": []}
     make_iterations = train.make_iterations
@@ -66,7 +67,9 @@ def finished_run(npz_path, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train, "make_iterations", recording)
-        assert cifar10_search.main(tiny_args(npz_path, workdir)) == 0
+        # 3 cycles planned; a plateau window of 1 with an unreachable threshold stops after cycle 2.
+        flags = ("--sampler", "gumbel_soft", "--cycles", "3", "--plateau-window", "1", "--plateau-threshold", "1000")
+        assert cifar10_search.main(tiny_args(npz_path, workdir, *flags)) == 0
     return workdir, seen
 
 
@@ -78,13 +81,14 @@ def test_run_directory_holds_every_file(finished_run):
     for png in workdir.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((workdir / "config.json").read_text())
-    assert config["search"]["total_steps"] == 2 * 3 * 3  # cycles x phases x steps: one global schedule
+    assert config["search"]["total_steps"] == 3 * 3 * 3  # cycles x phases x steps: one global schedule
     assert config["op_names"] == ["skip_connect", "sep_conv_3x3", "max_pool_3x3"]
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["params"]["arch"] == 2 * 3 and summary["params"]["weights"] > 0
     for key in ("val_acc", "test_acc", "val_acc_supernet", "test_acc_supernet"):
         assert 0 <= summary[key] <= 100, key
-    assert summary["steps"] == 18 and summary["cycles_completed"] == 2 and summary["wall_time_s"] > 0
+    assert summary["steps"] == 18 and summary["cycles_completed"] == 2 and summary["stopped_early"] is True
+    assert summary["wall_time_s"] > 0
     assert summary["device"].startswith("cpu")
     assert load_genotype(workdir / "genotype.json").ops == tuple(summary["genotype"]["ops"])
 
@@ -102,6 +106,8 @@ def test_metrics_follow_one_global_schedule(finished_run):
     phases = [(r["cycle"], r["phase"], r["step_start"], r["step_end"]) for r in records if r["event"] == "phase"]
     assert phases == [(1, "warmup", 0, 3), (1, "arch", 3, 6), (1, "retrain", 6, 9),
                       (2, "warmup", 9, 12), (2, "arch", 12, 15), (2, "retrain", 15, 18)]  # fmt: skip
+    stops = [r for r in records if r["event"] == "early_stop"]
+    assert len(stops) == 1 and stops[0]["cycle"] == 2 and records[-1] is stops[0]
     mutations = [r for r in records if r["event"] == "mutation"]
     assert [(r["cycle"], r["growth"]) for r in mutations] == [(1, "none"), (2, "none")]
     epochs = [r for r in records if r["event"] == "epoch"]
