@@ -32,6 +32,15 @@ class MetricsWriter:
         self._file.write(json.dumps(to_jsonable(record)) + "\n")
         self._file.flush()
 
+    def tell(self) -> int:
+        """Bytes written so far: the point a checkpoint records, to cut back to on resume."""
+        return self._file.tell()
+
+    def truncate(self, size: int) -> None:
+        """Drops everything after byte ``size`` (lines written after the checkpoint being resumed)."""
+        self._file.truncate(size)
+        self._file.seek(size)
+
     def close(self) -> None:
         self._file.close()
 

@@ -13,6 +13,7 @@ import dataclasses
 from asose_jax.config import SearchConfig
 
 ARCH_PHASES = ("alternate", "alpha-only")
+NAN_POLICIES = ("stop", "skip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +42,20 @@ class RunConfig:
     plateau_window: int = 3
     plateau_threshold: float = 0.5
     log_every: int = 20
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    nan_policy: str = "stop"
 
     def __post_init__(self):
-        positive = ("batch_size", "cycles", "log_every")
-        non_negative = ("warmup_epochs", "arch_epochs", "retrain_epochs", "cutout", "plateau_window")
+        positive = ("batch_size", "cycles", "log_every", "keep_checkpoints")
+        non_negative = (
+            "warmup_epochs",
+            "arch_epochs",
+            "retrain_epochs",
+            "cutout",
+            "plateau_window",
+            "checkpoint_every",
+        )
         for name in positive + non_negative:
             value = getattr(self, name)
             low = 1 if name in positive else 0
@@ -66,15 +77,64 @@ class RunConfig:
             )
         if not self.plateau_threshold >= 0:
             raise ValueError(f"--plateau-threshold must be >= 0 percentage points, got {self.plateau_threshold}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"unknown --nan-policy {self.nan_policy!r}; use one of {', '.join(NAN_POLICIES)}")
         if not (self.data == "tfds" or (self.data.startswith("npz:") and len(self.data) > 4)):
             raise ValueError(f"unknown --data {self.data!r}; use tfds or npz:PATH")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict) -> RunConfig:
+        """Inverse of ``to_json`` (extra keys, such as the run's op names, are ignored)."""
+        try:
+            search = {k: v for k, v in data["search"].items() if k in _SEARCH_FIELDS}
+            if search.get("op_names") is not None:
+                search["op_names"] = tuple(search["op_names"])
+            run = {k: v for k, v in data.items() if k in _RUN_FIELDS and k != "search"}
+            return cls(search=SearchConfig(**search), **run)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"not an asose-jax run configuration ({type(err).__name__}: {err})") from None
+
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+_SEARCH_FIELDS = {f.name for f in dataclasses.fields(SearchConfig)}
+_RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+# Settings that may change when a run resumes: they do not change its results.
+RESUMABLE_CHANGES = ("data_dir", "log_every", "checkpoint_every", "keep_checkpoints", "nan_policy")
+COMPUTED = ("total_steps", "num_classes")  # set by the driver from the data and the cycle
+
+
+def first_difference(saved: dict, requested: dict) -> tuple[str, object, object] | None:
+    """The first setting (``"batch_size"``, ``"search.sampler"``...) whose value differs:
+    ``(name, saved value, requested value)``, or None. ``RESUMABLE_CHANGES`` are ignored; settings
+    a user gives come before those the driver computes from them (``COMPUTED``)."""
+    for skip in ((*RESUMABLE_CHANGES, *COMPUTED), RESUMABLE_CHANGES):
+        if found := _difference(saved, requested, skip):
+            return found
+    return None
+
+
+def _difference(saved: dict, requested: dict, skip: tuple[str, ...]) -> tuple[str, object, object] | None:
+    keys = sorted(dict.fromkeys([*saved, *requested]), key=lambda k: isinstance(saved.get(k), dict))  # scalars first
+    for key in keys:
+        if key in skip:
+            continue
+        old, new = saved.get(key), requested.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            if inner := _difference(old, new, skip):
+                return (f"{key}.{inner[0]}", inner[1], inner[2])
+        elif _as_list(old) != _as_list(new):
+            return (key, old, new)
+    return None
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, list | tuple) else value
 
 
 PRESETS: dict[str, RunConfig] = {

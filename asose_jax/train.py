@@ -20,6 +20,8 @@ import dataclasses
 import json
 import math
 import pathlib
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -30,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from asose_jax import cycle, plots
+from asose_jax.checkpointing import Checkpoints, has_checkpoint
 from asose_jax.genotypes import derive_genotype, genotype_edge_weights, genotype_to_json, save_genotype
 from asose_jax.input_pipeline import (
     ImageArrays,
@@ -42,7 +45,7 @@ from asose_jax.input_pipeline import (
 )
 from asose_jax.metrics_log import MetricsWriter
 from asose_jax.progress import Progress
-from asose_jax.run_config import RunConfig
+from asose_jax.run_config import RunConfig, first_difference
 from asose_jax.sampling import edge_entropy, is_single_path
 from asose_jax.spaces import count_params, uniform_arch_weights
 from asose_jax.steps import State, build_model, init_search_state, make_search_steps
@@ -50,7 +53,6 @@ from asose_jax.steps import State, build_model, init_search_state, make_search_s
 _AUG_WEIGHT, _AUG_ARCH = 2, 3  # PRNG streams of the augmentation (0 and 1 are the steps' samplers)
 _SCHEDULED = ("lr", "temperature")  # reported at the epoch's last step, not averaged
 _SHOWN = (("loss", "loss", 1), ("accuracy", "acc%", 100), ("arch_loss", "arch_loss", 1), ("temperature", "tau", 1))
-RUN_FILES = ("metrics.jsonl", "summary.json", "genotype.json")
 
 
 class Iterations(NamedTuple):
@@ -79,13 +81,23 @@ def make_iterations(model: nn.Module, config: RunConfig) -> Iterations:
         key = jax.random.fold_in(jax.random.fold_in(base, state["step"]), stream)
         return {"image": augment(key, images[idx], cutout=config.cutout), "label": labels[idx]}
 
+    def guarded(old: State, new: State, metrics: dict, checked: tuple[str, str], flag: str):
+        """With ``--nan-policy skip``: keep ``old`` (but the new step count) when a checked value is not finite."""
+        if config.nan_policy != "skip":
+            return new, metrics
+        ok = jnp.isfinite(metrics[checked[0]]) & jnp.isfinite(metrics[checked[1]])
+        kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+        return {**kept, "step": new["step"]}, {**metrics, flag: (~ok).astype(jnp.float32)}
+
     def weights(state, images, labels, idx, uniform_arch):
-        return steps.weight_step(state, batch(state, images, labels, idx, _AUG_WEIGHT), uniform_arch)
+        new, metrics = steps.weight_step(state, batch(state, images, labels, idx, _AUG_WEIGHT), uniform_arch)
+        return guarded(state, new, metrics, ("loss", "grad_norm"), "skipped")
 
     def arch(state, images, labels, weight_idx, arch_idx):
         train_batch = batch(state, images, labels, weight_idx, _AUG_WEIGHT)  # the weight half's batch
-        state, metrics = steps.arch_step(state, batch(state, images, labels, arch_idx, _AUG_ARCH), train_batch)
-        return ({**state, "step": state["step"] + 1} if advance else state), metrics
+        new, metrics = steps.arch_step(state, batch(state, images, labels, arch_idx, _AUG_ARCH), train_batch)
+        new = {**new, "step": new["step"] + 1} if advance else new
+        return guarded(state, new, metrics, ("arch_loss", "arch_grad_norm"), "arch_skipped")
 
     def evaluate(state, images, labels, idx, mask, fixed_weights):
         return steps.eval_step(
@@ -109,15 +121,44 @@ def device_description() -> str:
     return f"{devices[0].platform}: {devices[0].device_kind} x{len(devices)}"
 
 
-def check_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
-    """Refuses a ``workdir`` that is a file or already holds a run, so nothing is overwritten."""
-    workdir = pathlib.Path(workdir)
+class Interrupted(Exception):
+    """SIGTERM or SIGINT stopped the run after it saved a checkpoint; ``exit_code`` is 128 + signal."""
+
+    def __init__(self, signum: int, step: int, workdir: pathlib.Path):
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} at step {step}: checkpoint saved; resume with: "
+            f"python experiments/cifar10_search.py --workdir {workdir} --resume"
+        )
+        self.exit_code = 128 + signum
+
+
+def existing_config(workdir: pathlib.Path) -> dict | None:
+    """The saved configuration of the run in ``workdir``, or None for a new or empty directory.
+
+    Refuses a file, a directory that holds something other than a run, and a finished run.
+    """
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir} is a file; choose a directory")
-    existing = [name for name in RUN_FILES if (workdir / name).exists()]
-    if existing:
-        raise ValueError(f"--workdir {workdir} already holds a run ({existing[0]}); choose a new --workdir")
-    return workdir
+    if not workdir.is_dir() or not any(workdir.iterdir()):
+        return None
+    try:
+        saved = json.loads((workdir / "config.json").read_text())
+        summary = json.loads((workdir / "summary.json").read_text()) if (workdir / "summary.json").exists() else {}
+    except FileNotFoundError:
+        raise ValueError(
+            f"--workdir {workdir} is not empty and holds no asose-jax run; choose a new --workdir"
+        ) from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read the run in --workdir {workdir} ({err}); choose a new --workdir") from None
+    if "val_acc" in summary:
+        raise ValueError(f"--workdir {workdir} holds a finished run (summary.json); choose a new --workdir")
+    return saved
+
+
+def _flag_name(setting: str) -> str:
+    field = setting.split(".")[-1]
+    return {"op_names": "--ops"}.get(field, "--" + field.replace("_", "-"))
 
 
 def _create(workdir: pathlib.Path) -> None:
@@ -131,8 +172,23 @@ def _write_json(path: pathlib.Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+_START = {"cycle": 1, "phase": 0, "epoch": 1, "batch": 0}
+_CHECKED = ("loss", "grad_norm", "arch_loss", "arch_grad_norm")  # must stay finite
+_SKIPPED = ("skipped", "arch_skipped")  # 1.0 where --nan-policy skip dropped an update
+
+
+@jax.jit
+def _all_finite(*trees) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
+
+
 class _Run:
-    """The mutable bookkeeping of one search: state, data on device, writers. Internal to the driver."""
+    """The mutable bookkeeping of one search: state, data on device, metrics, checkpoints. Internal.
+
+    ``progress`` is the JSON half of a checkpoint: where the run is (``position``: cycle, phase index,
+    epoch, batch), the fetched per-step metrics of the unfinished epoch, the cycle-final accuracies,
+    the length of ``metrics.jsonl`` and the wall time, so a resumed run continues bit for bit.
+    """
 
     def __init__(self, config: RunConfig, workdir: pathlib.Path, data: ImageArrays, model: nn.Module):
         self.config, self.workdir, self.model = config, workdir, model
@@ -145,6 +201,39 @@ class _Run:
         self.state = init_search_state(model, config.search, data.x_train.shape[1:])
         self.iterations = make_iterations(model, config)
         self.writer = MetricsWriter(workdir / "metrics.jsonl")
+        self.checkpoints = Checkpoints(workdir, config.keep_checkpoints)
+        self.progress = {"position": dict(_START), "epoch_history": [], "cycle_accuracies": [], "last_val_acc": None,
+                         "stopped_early": False, "phase_start": 0, "metrics_bytes": 0, "wall_time_s": 0.0,
+                         "saves": 0}  # fmt: skip
+        self.session_start = time.perf_counter()
+        self.signal: int | None = None
+
+    def resume(self) -> bool:
+        """Restores the newest checkpoint, if any, and cuts ``metrics.jsonl`` back to it."""
+        if self.checkpoints.latest_step() is None:
+            return False
+        self.state, self.progress = self.checkpoints.restore(self.state)
+        self.writer.truncate(self.progress["metrics_bytes"])
+        return True
+
+    def wall_time(self) -> float:
+        return self.progress["wall_time_s"] + time.perf_counter() - self.session_start
+
+    def save(self, position: dict, epoch_history: list[dict] = ()) -> None:
+        """Checkpoints the state with ``position`` (where to continue) and the unfinished epoch's metrics;
+        refuses a state with non-finite weights or logits, so the newest checkpoint is always a good one."""
+        if not bool(_all_finite(self.state["params"], self.state["arch"])):
+            raise FloatingPointError(
+                f"non-finite weights or logits after step {int(self.state['step'])}; the last checkpoint is kept: "
+                "lower --weight-lr / --arch-lr and rerun with --resume"
+            )
+        wall_time = self.wall_time()
+        self.session_start = time.perf_counter()
+        self.progress.update(position=position, epoch_history=list(epoch_history), wall_time_s=wall_time,
+                             metrics_bytes=self.writer.tell(), saves=self.progress["saves"] + 1)  # fmt: skip
+        self.checkpoints.save(self.progress["saves"], self.state, self.progress)
+        if self.signal is not None:
+            raise Interrupted(self.signal, int(self.state["step"]), self.workdir)
 
     def genotype(self):
         return derive_genotype(self.config.search.space, jax.device_get(self.state["arch"]), self.op_names)
@@ -162,9 +251,23 @@ class _Run:
             loss_sum, correct, count = loss_sum + float(m["loss"]) * n, correct + float(m["accuracy"]) * n, count + n
         return {"loss": loss_sum / count, "acc": 100.0 * correct / count}
 
-    def run_epoch(self, cycle_index: int, phase: cycle.Phase, epoch: int) -> dict:
-        """One epoch of ``phase``; logs steps, returns the epoch's mean training metrics."""
-        config, seed = self.config, (self.config.search.seed, cycle_index, cycle.PHASES.index(phase.name), epoch)
+    def check_finite(self, fetched: list[dict], first_step: int, where: str) -> None:
+        """With ``--nan-policy stop``, raises FloatingPointError at the first non-finite loss or gradient,
+        before any checkpoint holds its state."""
+        if self.config.nan_policy != "stop":
+            return
+        for i, metrics in enumerate(fetched):
+            bad = [k for k in _CHECKED if k in metrics and not math.isfinite(metrics[k])]
+            if bad:
+                raise FloatingPointError(
+                    f"non-finite {bad[0]} at step {first_step + i} ({where}); the last checkpoint is kept: lower "
+                    "--weight-lr / --arch-lr and rerun with --resume, or pass --nan-policy skip"
+                )
+
+    def run_epoch(self, cycle_index: int, phase_index: int, phase: cycle.Phase, epoch: int) -> dict:
+        """One epoch of ``phase`` from the saved position; logs steps, checkpoints every
+        ``checkpoint_every`` steps, returns the epoch's mean training metrics."""
+        config, seed = self.config, (self.config.search.seed, cycle_index, phase_index, epoch)
         if phase.name == cycle.ARCH:
             arch_batches = epoch_batches((*seed, 1), self.arch_idx, config.batch_size)
             weight_batches = epoch_batches((*seed, 0), self.weight_idx, config.batch_size, len(arch_batches))
@@ -172,12 +275,23 @@ class _Run:
         else:
             weight_batches = epoch_batches(seed, self.weight_idx, config.batch_size)
             images_per_step = config.batch_size
-        uniform = np.bool_(phase.name == cycle.WARMUP)
-        alternate = config.arch_phase == "alternate"
-        label = f"c{cycle_index}/{config.cycles} {phase.name} e{epoch}/{phase.epochs}"
-        progress, history = Progress(len(weight_batches), label), []
-        mark, mark_time = 0, time.perf_counter()
-        for i in range(len(weight_batches)):
+        position = self.progress["position"]
+        start = position["batch"] if (position["cycle"], position["phase"], position["epoch"]) == (
+            cycle_index, phase_index, epoch) else 0  # fmt: skip
+        fetched = list(self.progress["epoch_history"]) if start else []
+        pending: list[dict] = []  # device metrics not yet fetched
+        first_step = int(self.state["step"]) - len(fetched)
+        where = f"cycle {cycle_index}, {phase.name} epoch {epoch}"
+        uniform, alternate = np.bool_(phase.name == cycle.WARMUP), config.arch_phase == "alternate"
+        progress = Progress(len(weight_batches), f"c{cycle_index}/{config.cycles} {phase.name} e{epoch}/{phase.epochs}")
+        mark, mark_time = start, time.perf_counter()
+
+        def fetch() -> None:
+            fetched.extend({k: float(v) for k, v in m.items()} for m in jax.device_get(pending))
+            pending.clear()
+            self.check_finite(fetched, first_step + 1, where)
+
+        for i in range(start, len(weight_batches)):
             metrics = {}
             if phase.name == cycle.ARCH:
                 self.state, metrics = self.iterations.arch(
@@ -188,27 +302,28 @@ class _Run:
                     self.state, self.images, self.labels, weight_batches[i], uniform
                 )
                 metrics = {**metrics, **weight_metrics}
-            history.append(metrics)
+            pending.append(metrics)
+            step = first_step + i + 1
             if (i + 1) % config.log_every == 0 or i + 1 == len(weight_batches):
-                current = jax.device_get(metrics)
+                fetch()
                 now = time.perf_counter()
                 rate = (i + 1 - mark) * images_per_step / (now - mark_time)
                 mark, mark_time = i + 1, now
-                record = {"event": "step", "cycle": cycle_index, "phase": phase.name, "epoch": epoch,
-                          "step": int(self.state["step"]), **current, "images_per_s": rate}  # fmt: skip
-                self.writer.write(record)
-                shown = {name: float(current[k]) * scale for k, name, scale in _SHOWN if k in current}
-                progress.update(i + 1, step=record["step"], img_s=round(rate, 1), **shown)
+                self.writer.write({"event": "step", "cycle": cycle_index, "phase": phase.name, "epoch": epoch,
+                                   "step": step, **fetched[-1], "images_per_s": rate})  # fmt: skip
+                shown = {name: fetched[-1][k] * scale for k, name, scale in _SHOWN if k in fetched[-1]}
+                progress.update(i + 1, step=step, img_s=round(rate, 1), **shown)
+            if self.signal is not None or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                fetch()
+                self.save({"cycle": cycle_index, "phase": phase_index, "epoch": epoch, "batch": i + 1}, fetched)
         progress.close()
-        fetched = jax.device_get(history)
-        means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k not in _SCHEDULED}
-        means.update({k: float(fetched[-1][k]) for k in _SCHEDULED if k in fetched[-1]})
-        if not all(math.isfinite(v) for v in means.values()):
-            bad = next(k for k, v in means.items() if not math.isfinite(v))
-            raise FloatingPointError(
-                f"non-finite {bad} in cycle {cycle_index}, {phase.name} epoch {epoch} "
-                f"(step {int(self.state['step'])}); lower --weight-lr / --arch-lr"
-            )
+        fetch()
+        used = [m for m in fetched if not any(m.get(k) for k in _SKIPPED)]  # --nan-policy skip
+        means = {k: float(np.mean([m[k] for m in used])) if used else None
+                 for k in fetched[0] if k not in (*_SCHEDULED, *_SKIPPED)}  # fmt: skip
+        means.update({k: fetched[-1][k] for k in _SCHEDULED if k in fetched[-1]})
+        if any(k in fetched[0] for k in _SKIPPED):
+            means["skipped_steps"] = len(fetched) - len(used)
         return means
 
     def epoch_record(self, cycle_index: int, phase: str, epoch: int, train: dict) -> dict:
@@ -216,21 +331,79 @@ class _Run:
         arch = jax.device_get(self.state["arch"])
         return {
             "event": "epoch", "cycle": cycle_index, "phase": phase, "epoch": epoch, "step": int(self.state["step"]),
-            **{k if k in _SCHEDULED else f"train_{k}": v for k, v in train.items()},
+            **{k if k in (*_SCHEDULED, "skipped_steps") else f"train_{k}": v for k, v in train.items()},
             "val_loss": val["loss"], "val_acc": val["acc"],
             "entropy": jax.device_get(edge_entropy(arch)),
             "arch_weights": {name: jax.nn.softmax(a, -1) for name, a in arch.items()},
         }  # fmt: skip
 
+    def run_cycles(self, phases: tuple[cycle.Phase, ...]) -> None:
+        """The cycles from the saved position on: phases, mutation, cycle end (genotype, plots, plateau stop).
 
-def train_and_evaluate(config: RunConfig, workdir: str | pathlib.Path, dry_run: bool = False) -> dict:
+        Checkpoints at every phase boundary (and inside epochs, see ``run_epoch``).
+        """
+        config, progress = self.config, self.progress
+        begin = dict(progress["position"])
+        for cycle_index in range(begin["cycle"], config.cycles + 1):
+            if progress["stopped_early"]:
+                return
+            first_phase = begin["phase"] if cycle_index == begin["cycle"] else 0
+            for phase_index in range(first_phase, len(phases)):
+                phase, resuming = phases[phase_index], (cycle_index, phase_index) == (begin["cycle"], begin["phase"])
+                if not resuming or begin["epoch"] == 1 and begin["batch"] == 0:
+                    progress["phase_start"] = int(self.state["step"])
+                if phase.name == cycle.MUTATION:
+                    # Growth is a separate feature; until it lands the mutation only records the genotype.
+                    self.writer.write({"event": "mutation", "cycle": cycle_index, "step": progress["phase_start"],
+                                       "growth": "none", "genotype": genotype_to_json(self.genotype())})  # fmt: skip
+                else:
+                    for epoch in range(begin["epoch"] if resuming else 1, phase.epochs + 1):
+                        train = self.run_epoch(cycle_index, phase_index, phase, epoch)
+                        record = self.epoch_record(cycle_index, phase.name, epoch, train)
+                        self.writer.write(record)
+                        progress["last_val_acc"] = record["val_acc"]
+                    if phase.epochs:
+                        self.writer.write({"event": "phase", "cycle": cycle_index, "phase": phase.name,
+                                           "step_start": progress["phase_start"],
+                                           "step_end": int(self.state["step"])})  # fmt: skip
+                if phase_index + 1 < len(phases):
+                    self.save({"cycle": cycle_index, "phase": phase_index + 1, "epoch": 1, "batch": 0})
+            progress["cycle_accuracies"].append(progress["last_val_acc"])
+            save_genotype(self.workdir / "genotype.json", self.genotype())
+            plots.plot_run(self.workdir)
+            if cycle.plateaued(progress["cycle_accuracies"], config.plateau_window, config.plateau_threshold):
+                progress["stopped_early"] = True
+                self.writer.write({"event": "early_stop", "cycle": cycle_index, "step": int(self.state["step"]),
+                                   "cycle_val_acc": progress["cycle_accuracies"]})  # fmt: skip
+            self.save({"cycle": cycle_index + 1, "phase": 0, "epoch": 1, "batch": 0})
+
+
+def _handle_signals(run: _Run) -> dict:
+    """SIGTERM and SIGINT ask the run to checkpoint and stop at the next step; returns the old handlers."""
+
+    def request(signum, frame):
+        run.signal = signum
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, request) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def train_and_evaluate(
+    config: RunConfig, workdir: str | pathlib.Path, dry_run: bool = False, resume: bool = False
+) -> dict:
     """Runs the search described by ``config``, writing into ``workdir``; returns the summary.
 
-    ``dry_run`` loads the data, builds the model and writes ``config.json`` and a ``summary.json``
-    with the parameter counts, without training.
+    A ``workdir`` that holds an unfinished run with the same settings continues from its newest
+    checkpoint (``resume`` requires one). ``dry_run`` loads the data, builds the model and writes
+    ``config.json`` and a ``summary.json`` with the parameter counts, without training.
     """
-    start = time.perf_counter()
-    workdir = check_workdir(workdir)
+    workdir = pathlib.Path(workdir)
+    saved = existing_config(workdir)
+    if resume and saved is None:
+        raise ValueError(f"--resume: no run in --workdir {workdir}; start one without --resume")
+    if dry_run and saved is not None:
+        raise ValueError(f"--dry-run: --workdir {workdir} already holds a run; choose a new --workdir")
     data = load_data(config.data, config.data_dir, config.train_limit)
     n_arch = len(split_for_architecture(len(data.x_train), config.arch_split, config.search.seed)[1])
     n_weight = len(data.x_train) - n_arch
@@ -241,43 +414,35 @@ def train_and_evaluate(config: RunConfig, workdir: str | pathlib.Path, dry_run: 
     config = dataclasses.replace(config, search=search)
     model = build_model(search)
     image_shape = data.x_train.shape[1:]
+    config_json = {**config.to_json(), "op_names": list(model.op_names)}
+    if saved is not None and (difference := first_difference(saved, config_json)):
+        setting, old, new = difference
+        raise ValueError(
+            f"--workdir {workdir} holds a run made with {_flag_name(setting)} {old!r} ({setting}), but this run "
+            f"asks for {new!r}; rerun with the run's settings, or choose a new --workdir"
+        )
     summary = {"params": param_counts(model, image_shape), "device": device_description(),
                "data": {"weight_split": n_weight, "arch_split": n_arch, "test": len(data.x_test),
                         "image_shape": list(image_shape)}}  # fmt: skip
-    _create(workdir)  # only now that data and model are known to be good
-    _write_json(workdir / "config.json", {**config.to_json(), "op_names": list(model.op_names)})
+    if resume and not has_checkpoint(workdir):
+        raise ValueError(f"--resume: --workdir {workdir} has no checkpoint yet; rerun without --resume to start over")
+    _create(workdir)  # only now that data, model and settings are known to be good
+    _write_json(workdir / "config.json", config_json)
     if dry_run:
         _write_json(workdir / "summary.json", {**summary, "dry_run": True})
         return summary
 
     run = _Run(config, workdir, data, model)
-    cycle_accuracies: list[float] = []
-    stopped_early = False
-    for cycle_index in range(1, config.cycles + 1):
-        for phase in phases:
-            phase_start = int(run.state["step"])
-            if phase.name == cycle.MUTATION:
-                # Growth is a separate feature; until it lands the mutation only records the genotype.
-                run.writer.write({"event": "mutation", "cycle": cycle_index, "step": phase_start, "growth": "none",
-                                  "genotype": genotype_to_json(run.genotype())})  # fmt: skip
-                continue
-            record = None
-            for epoch in range(1, phase.epochs + 1):
-                train = run.run_epoch(cycle_index, phase, epoch)
-                record = run.epoch_record(cycle_index, phase.name, epoch, train)
-                run.writer.write(record)
-            if phase.epochs:
-                run.writer.write({"event": "phase", "cycle": cycle_index, "phase": phase.name,
-                                  "step_start": phase_start, "step_end": int(run.state["step"])})  # fmt: skip
-        if record is not None:
-            cycle_accuracies.append(record["val_acc"])
-        save_genotype(workdir / "genotype.json", run.genotype())
-        plots.plot_run(workdir)
-        if cycle.plateaued(cycle_accuracies, config.plateau_window, config.plateau_threshold):
-            stopped_early = True
-            run.writer.write({"event": "early_stop", "cycle": cycle_index, "step": int(run.state["step"]),
-                              "cycle_val_acc": cycle_accuracies})  # fmt: skip
-            break
+    resumed = run.resume()
+    if not resumed:
+        run.writer.truncate(0)  # a run killed before its first checkpoint starts over
+    old_handlers = _handle_signals(run)
+    try:
+        run.run_cycles(phases)
+    finally:
+        run.checkpoints.close()
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
 
     genotype = run.genotype()
     save_genotype(workdir / "genotype.json", genotype)
@@ -290,8 +455,9 @@ def train_and_evaluate(config: RunConfig, workdir: str | pathlib.Path, dry_run: 
     summary.update({
         "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
         "val_acc_supernet": val_super["acc"], "test_acc_supernet": test_super["acc"],
-        "genotype": genotype_to_json(genotype), "cycles_completed": cycle_index, "stopped_early": stopped_early,
-        "steps": int(run.state["step"]), "wall_time_s": time.perf_counter() - start,
+        "genotype": genotype_to_json(genotype), "cycles_completed": len(run.progress["cycle_accuracies"]),
+        "stopped_early": run.progress["stopped_early"], "steps": int(run.state["step"]),
+        "wall_time_s": run.wall_time(), "resumed": resumed,
     })  # fmt: skip
     _write_json(workdir / "summary.json", summary)
     plots.plot_run(workdir)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import pathlib
 import sys
 import time
@@ -38,6 +39,14 @@ FLAGS = (
     ("--plateau-window", "plateau_window", int, "stop when the last N cycles do not improve validation (0: off)"),
     ("--plateau-threshold", "plateau_threshold", float, "improvement in percentage points that counts"),
     ("--log-every", "log_every", int, "steps between progress lines and metrics.jsonl step records"),
+    (
+        "--checkpoint-every",
+        "checkpoint_every",
+        int,
+        "steps between checkpoints, besides phase boundaries (0: only those)",
+    ),
+    ("--keep-checkpoints", "keep_checkpoints", int, "how many of the newest checkpoints to keep"),
+    ("--nan-policy", "nan_policy", str, "stop: end the run at a non-finite loss or gradient; skip: drop that update"),
     ("--space", "search.space", str, "search space: chain (ASO-SE), darts or nb201"),
     ("--init-channels", "search.init_channels", int, "channels of the first stage"),
     ("--depth", "search.depth", int, "blocks (chain), cells (darts) or cells per stage (nb201); alias --layers"),
@@ -66,15 +75,29 @@ def _get(config: RunConfig, field: str):
     return getattr(config.search, field[7:]) if field.startswith("search.") else getattr(config, field)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Flag errors in one line (``error: ...``, exit status 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see --help\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description="ASO-SE architecture search on CIFAR-10.", formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="presets: " + "; ".join(f"{name} ({p.search.space}, {p.cycles} cycles)" for name, p in PRESETS.items()),
     )  # fmt: skip
     parser.add_argument(
-        "--preset", default="reference", help=f"named settings: {', '.join(PRESETS)} (default: reference)"
+        "--preset",
+        help=f"named settings: {', '.join(PRESETS)} (default: reference; when --workdir holds a run, its settings)",
     )
-    parser.add_argument("--workdir", help="run directory (default: runs/<preset>-<space>-<time>)")
+    parser.add_argument(
+        "--workdir",
+        help="run directory (default: runs/<preset>-<space>-<time>); one that holds an unfinished run continues it",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --workdir from its newest checkpoint"
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="build everything, write config.json and summary.json, do not train"
     )
@@ -92,10 +115,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> RunConfig:
-    """The preset with every given flag applied. A ``--space`` other than the preset's drops the preset's
-    model size and op set, so the new space's own defaults apply unless given."""
-    base = preset(args.preset)
+def build_config(args: argparse.Namespace, saved: RunConfig | None = None) -> RunConfig:
+    """The preset (or, when continuing a run and no preset is named, the run's ``saved`` settings) with every
+    given flag applied. A ``--space`` other than the base's drops its model size and op set, so the new
+    space's own defaults apply unless given."""
+    base = saved if saved is not None and args.preset is None else preset(args.preset or "reference")
     run_fields, search_fields = {}, {}
     for _, field, _, _ in FLAGS:
         value = getattr(args, field.replace(".", "__"))
@@ -113,22 +137,39 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     return dataclasses.replace(base, search=search, **run_fields)
 
 
+def saved_config(workdir: str | None) -> RunConfig | None:
+    """The settings of the run in ``workdir``, if it holds one (its ``config.json``)."""
+    path = pathlib.Path(workdir) / "config.json" if workdir else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return RunConfig.from_json(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path} ({err}); choose a new --workdir") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = build_config(args)
-        workdir = args.workdir or f"runs/{args.preset}-{config.search.space}-{time.strftime('%Y%m%d-%H%M%S')}"
+        config = build_config(args, saved_config(args.workdir))
+        workdir = (
+            args.workdir or f"runs/{args.preset or 'reference'}-{config.search.space}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
         import jax  # after the cheap flag checks
 
         if args.compilation_cache:
             jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-        from asose_jax.train import train_and_evaluate
 
-        summary = train_and_evaluate(config, workdir, dry_run=args.dry_run)
+        from asose_jax.train import Interrupted, train_and_evaluate
+
+        summary = train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume)
     except (ValueError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return stop.exit_code
     if args.dry_run:
         print(f"dry run: {summary['params']['weights']:,} weights, {summary['params']['arch']} logits; wrote {workdir}")
     else:

@@ -142,7 +142,7 @@ def test_an_existing_run_is_never_overwritten(finished_run, npz_path, capsys):
     before = (workdir / "metrics.jsonl").read_bytes()
     assert cifar10_search.main(tiny_args(npz_path, workdir)) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --workdir") and "already holds a run" in err and "\n" not in err
+    assert err.startswith("error: --workdir") and "holds a finished run" in err and "\n" not in err
     assert (workdir / "metrics.jsonl").read_bytes() == before
 
 

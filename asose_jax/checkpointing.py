@@ -1,0 +1,59 @@
+"""Preemption-safe checkpoints of a search: the state pytree plus the driver's progress, with orbax.
+
+A checkpoint holds two items:
+
+* ``state``: the whole train-state dict (weights, BN state, logits, both optimiser states, PRNG key
+  data, global step);
+* ``progress``: JSON with the position in the run (cycle, phase, epoch, batch), the per-step metrics
+  of the unfinished epoch, the cycle-final accuracies, the length of ``metrics.jsonl`` at that point
+  and the wall time so far.
+
+Orbax writes each checkpoint into a temporary directory and renames it when complete, so a crash
+during a save leaves the previous checkpoints valid; incomplete directories are ignored and removed.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def has_checkpoint(workdir: str | pathlib.Path) -> bool:
+    """Whether ``workdir`` holds a complete checkpoint (incomplete ones have non-numeric temporary names)."""
+    directory = pathlib.Path(workdir) / CHECKPOINT_DIR
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+class Checkpoints:
+    """The checkpoints of one run directory (``workdir/checkpoints/<global step>``), newest ``keep`` kept."""
+
+    def __init__(self, workdir: str | pathlib.Path, keep: int):
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / CHECKPOINT_DIR, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: dict, progress: dict) -> None:
+        """Saves (asynchronously) unless a checkpoint of ``step`` exists; waits for the previous save first."""
+        if step in self.manager.all_steps():
+            return
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress))
+        self.manager.save(step, args=args)
+
+    def restore(self, like_state: dict, step: int | None = None) -> tuple[dict, dict]:
+        """``(state, progress)`` of ``step`` (default: the newest); ``like_state`` gives the structure."""
+        step = self.latest_step() if step is None else step
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore())
+        )
+        return restored["state"], restored["progress"]
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

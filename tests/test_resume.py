@@ -1,0 +1,201 @@
+"""Checkpoints and exact resume: SIGKILL at several points, SIGTERM, NaN stop and skip, determinism, bad workdirs.
+
+Every run here is a separate process of ``experiments/cifar10_search.py`` (so it can be killed), on
+48 synthetic 8x8 images: 2 cycles of 1/1/-/2 epochs of 3 steps, 24 steps, a checkpoint every 2.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CACHE = os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/asose_jax_xla_cache")
+
+
+@pytest.fixture(scope="module")
+def npz_path(tmp_path_factory) -> pathlib.Path:
+    rng = np.random.default_rng(1)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (48, 8, 8, 3), dtype=np.uint8), y_train=rng.integers(0, 10, 48),
+             x_test=rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), y_test=rng.integers(0, 10, 16))  # fmt: skip
+    return path
+
+
+def command(npz_path, workdir, *extra) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "experiments" / "cifar10_search.py"), "--preset", "smoke",
+        "--data", f"npz:{npz_path}", "--workdir", str(workdir), "--compilation-cache", CACHE,
+        "--init-channels", "4", "--depth", "2", "--ops", "skip_connect,sep_conv_3x3,max_pool_3x3",
+        "--batch-size", "8", "--cycles", "2", "--warmup-epochs", "1", "--retrain-epochs", "2",
+        "--log-every", "1", "--checkpoint-every", "2", *extra,
+    ]  # fmt: skip
+
+
+def run(npz_path, workdir, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run(command(npz_path, workdir, *extra), capture_output=True, text=True, timeout=600)
+
+
+def run_until(npz_path, workdir, condition, signum: int) -> subprocess.CompletedProcess:
+    """Starts a run and sends ``signum`` as soon as ``condition(workdir)`` holds."""
+    process = subprocess.Popen(command(npz_path, workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while process.poll() is None and not condition(workdir):
+        time.sleep(0.001)
+    if process.poll() is None:
+        process.send_signal(signum)
+    out, err = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def metrics(workdir) -> list[dict]:
+    """metrics.jsonl without the timing field."""
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        record.pop("images_per_s", None)
+    return records
+
+
+def final_state(workdir) -> dict:
+    """The state of the newest checkpoint, as NumPy arrays."""
+    newest = max((p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return ocp.StandardCheckpointer().restore(newest / "state")
+
+
+def assert_same_run(expected, actual) -> None:
+    assert metrics(actual) == metrics(expected)
+    assert (actual / "genotype.json").read_text() == (expected / "genotype.json").read_text()
+    want, got = final_state(expected), final_state(actual)
+    for name in want["arch"]:
+        np.testing.assert_array_equal(got["arch"][name], want["arch"][name])
+    assert int(got["step"]) == int(want["step"]) == 24
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (expected, actual)]
+    for key in ("val_acc", "val_loss", "test_acc", "test_loss", "steps"):
+        assert summaries[0][key] == summaries[1][key], key
+
+
+@pytest.fixture(scope="module")
+def reference_run(npz_path, tmp_path_factory) -> pathlib.Path:
+    workdir = tmp_path_factory.mktemp("reference") / "run"
+    result = run(npz_path, workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return workdir
+
+
+def _has(text: str):
+    return lambda workdir: (workdir / "metrics.jsonl").exists() and text in (workdir / "metrics.jsonl").read_text()
+
+
+def _saving(workdir) -> bool:
+    """A checkpoint is being written (its temporary directory exists) and an earlier one is complete."""
+    checkpoints = workdir / "checkpoints"
+    names = [p.name for p in checkpoints.iterdir()] if checkpoints.is_dir() else []
+    return any("tmp" in n for n in names) and any(n.isdigit() for n in names)
+
+
+KILL_POINTS = {
+    "mid-epoch": _has('"step": 4,'),  # inside the first architecture epoch
+    "phase-boundary": _has('"event": "phase", "cycle": 1, "phase": "arch"'),
+    "after-mutation": _has('"event": "mutation", "cycle": 2'),
+    "during-checkpoint-write": _saving,
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_sigkill_then_resume_equals_the_uninterrupted_run(point, npz_path, reference_run, tmp_path):
+    workdir = tmp_path / "run"
+    killed = run_until(npz_path, workdir, KILL_POINTS[point], signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (workdir / "summary.json").exists()
+    resumed = run(npz_path, workdir, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((workdir / "summary.json").read_text())["resumed"] is True
+    assert_same_run(reference_run, workdir)
+    steps = [r["step"] for r in metrics(workdir) if r["event"] == "step"]
+    assert steps == list(range(1, 25))  # nothing duplicated, nothing missing
+
+
+def test_sigterm_saves_and_says_how_to_resume(npz_path, reference_run, tmp_path):
+    workdir = tmp_path / "run"
+    stopped = run_until(npz_path, workdir, _has('"step": 14,'), signal.SIGTERM)
+    assert stopped.returncode == 128 + signal.SIGTERM
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped: SIGTERM at step") and f"--workdir {workdir} --resume" in last
+    rerun = run(npz_path, workdir)  # the same command again continues the run, too
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert_same_run(reference_run, workdir)
+
+
+def test_two_runs_with_one_seed_are_bit_identical(npz_path, reference_run, tmp_path):
+    again = run(npz_path, tmp_path / "run")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert_same_run(reference_run, tmp_path / "run")
+
+
+def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(npz_path, tmp_path):
+    workdir = tmp_path / "run"
+    failed = run(npz_path, workdir, "--weight-lr", "1e30", "--checkpoint-every", "1")
+    assert failed.returncode == 2
+    message = failed.stderr.strip().splitlines()[-1]  # after the progress lines
+    assert message.startswith("error: non-finite loss at step 2 (cycle 1, warmup epoch 1)"), message
+    state = final_state(workdir)
+    assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(state["params"]))
+
+
+def test_nan_policy_skip_drops_the_bad_updates_and_counts_them(npz_path, tmp_path):
+    workdir = tmp_path / "run"
+    done = run(npz_path, workdir, "--weight-lr", "1e30", "--nan-policy", "skip")
+    assert done.returncode == 0, done.stderr[-2000:]
+    epochs = [r for r in metrics(workdir) if r["event"] == "epoch"]
+    assert sum(r.get("skipped_steps", 0) for r in epochs) > 0
+    assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(final_state(workdir)["params"]))
+
+
+def _leaves(tree):
+    return [leaf for value in tree.values() for leaf in (_leaves(value) if isinstance(value, dict) else [value])]
+
+
+@pytest.mark.parametrize(
+    ("setup", "flags", "message"),
+    [
+        ("none", ["--resume"], "--resume: no run in --workdir"),
+        ("dry-run", ["--resume"], "has no checkpoint yet"),
+        (
+            "dry-run",
+            ["--batch-size", "4"],
+            "holds a run made with --batch-size 8 (batch_size), but this run asks for 4",
+        ),
+        ("dry-run", ["--sampler", "softmax"], "holds a run made with --sampler 'gumbel_hard'"),
+        ("foreign", [], "is not empty and holds no asose-jax run"),
+        ("corrupt", [], "cannot read"),
+        ("file", [], "is a file; choose a directory"),
+        ("finished", [], "holds a finished run"),
+    ],
+)
+def test_bad_workdirs_give_one_line_and_change_nothing(setup, flags, message, npz_path, reference_run, tmp_path):
+    workdir = tmp_path / "run"
+    if setup == "dry-run":
+        assert run(npz_path, workdir, "--dry-run").returncode == 0
+    elif setup == "foreign":
+        workdir.mkdir()
+        (workdir / "notes.txt").write_text("not a run")
+    elif setup == "corrupt":
+        workdir.mkdir()
+        (workdir / "config.json").write_text("{truncated")
+    elif setup == "file":
+        workdir.write_text("a file")
+    elif setup == "finished":
+        workdir = reference_run
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} if workdir.is_dir() else None
+    result = run(npz_path, workdir, *flags)
+    assert result.returncode == 2
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err, err  # before any progress line
+    if before is not None:
+        assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
