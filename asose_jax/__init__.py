@@ -17,6 +17,7 @@ Module map:
   run_config     RunConfig (data, batch, cycle, plateau stop) and the named presets
   cycle          the phases of one cycle, the global schedule length, the plateau rule
   train          train_and_evaluate(config, workdir): the search driver and its run directory
+  checkpointing  orbax checkpoints of the state and the run's position (exact resume)
   metrics_log    JSON-lines metrics
   progress       the progress line
   plots          PNG plots from metrics.jsonl

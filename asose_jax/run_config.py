@@ -24,7 +24,9 @@ class RunConfig:
     on a training batch per iteration (first-order DARTS); ``alpha-only`` freezes the weights (the
     original's variant). ``plateau_window`` counts cycles (0 disables the stop); the run stops when
     the best cycle-final validation accuracy of the last window is less than ``plateau_threshold``
-    percentage points above the best before it.
+    percentage points above the best before it. A checkpoint is taken every ``checkpoint_every`` steps
+    (0: only at phase boundaries), the newest ``keep_checkpoints`` kept; ``nan_policy`` ``stop`` ends
+    the run at a non-finite loss or gradient, ``skip`` drops that update.
     """
 
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)

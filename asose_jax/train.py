@@ -9,6 +9,7 @@ Run directory::
     genotype.json    the derived architecture, rewritten after every cycle and at the end
     summary.json     parameter counts, final validation / test accuracy (percent), wall time, device
     *.png            architecture-weight heatmaps, curves with phase boundaries, schedules
+    checkpoints/     orbax checkpoints: state and position, so a killed run resumes exactly
 
 The training split stays on the device as uint8; each jitted iteration gathers its batch by index,
 augments it and takes its step, so the host only sends index arrays.

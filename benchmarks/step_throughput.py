@@ -11,14 +11,17 @@ import argparse
 import json
 import pathlib
 import platform
+import sys
 import time
 
 import jax
 
-from asose_jax.config import SearchConfig
-from asose_jax.sampling import SAMPLERS
-from asose_jax.spaces import SPACES
-from asose_jax.steps import build_model, init_search_state, make_search_steps
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from asose_jax.config import SearchConfig  # noqa: E402
+from asose_jax.sampling import SAMPLERS  # noqa: E402
+from asose_jax.spaces import SPACES  # noqa: E402
+from asose_jax.steps import build_model, init_search_state, make_search_steps  # noqa: E402
 
 
 def _time_step(step_fn, state, batches, warmup: int, steps: int):
