@@ -17,6 +17,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import cifar10_search  # noqa: E402
+
 CACHE = os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/asose_jax_xla_cache")
 
 
@@ -178,10 +182,14 @@ def _leaves(tree):
         ("finished", [], "holds a finished run"),
     ],
 )
-def test_bad_workdirs_give_one_line_and_change_nothing(setup, flags, message, npz_path, reference_run, tmp_path):
+def test_bad_workdirs_give_one_line_and_change_nothing(
+    setup, flags, message, npz_path, reference_run, tmp_path, capsys
+):
     workdir = tmp_path / "run"
+    main = cifar10_search.main  # in-process: these fail before any training
+    in_process = command(npz_path, workdir)[2:]
     if setup == "dry-run":
-        assert run(npz_path, workdir, "--dry-run").returncode == 0
+        assert main([*in_process, "--dry-run"]) == 0
     elif setup == "foreign":
         workdir.mkdir()
         (workdir / "notes.txt").write_text("not a run")
@@ -193,9 +201,9 @@ def test_bad_workdirs_give_one_line_and_change_nothing(setup, flags, message, np
     elif setup == "finished":
         workdir = reference_run
     before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} if workdir.is_dir() else None
-    result = run(npz_path, workdir, *flags)
-    assert result.returncode == 2
-    err = result.stderr.strip()
+    capsys.readouterr()
+    assert main([*command(npz_path, workdir)[2:], *flags]) == 2
+    err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err  # before any progress line
     if before is not None:
         assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
