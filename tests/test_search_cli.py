@@ -199,3 +199,16 @@ def test_the_script_exits_2_without_a_traceback(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("error: no data file at")
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--cycles", "1.5"), ("--batch-size", "many"), ("--arch-split", "half")])
+def test_malformed_flag_values_give_one_line(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cifar10_search.parse_args([flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: argument {flag}")
+        and f"invalid {'float' if flag == '--arch-split' else 'int'} value" in err
+    )
+    assert err.count("\n") == 1
