@@ -14,6 +14,7 @@ during a save leaves the previous checkpoints valid; incomplete directories are 
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import jax
@@ -39,11 +40,15 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def save(self, step: int, state: dict, progress: dict) -> None:
-        """Saves (asynchronously) unless a checkpoint of ``step`` exists; waits for the previous save first."""
-        if step in self.manager.all_steps():
-            return
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress))
-        self.manager.save(step, args=args)
+        """Saves checkpoint ``step`` asynchronously (after waiting for the previous save).
+
+        ``progress`` is copied now: orbax serialises JSON in a background thread, and the caller goes
+        on changing its dict. (The state arrays are immutable, so they need no copy.)
+        """
+        snapshot = json.loads(json.dumps(progress))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(snapshot))
+        if not self.manager.save(step, args=args):
+            raise RuntimeError(f"orbax declined to save checkpoint {step}")
 
     def restore(self, like_state: dict, step: int | None = None) -> tuple[dict, dict]:
         """``(state, progress)`` of ``step`` (default: the newest); ``like_state`` gives the structure."""

@@ -62,6 +62,8 @@ class SearchConfig:
             raise ValueError(f"unknown eval_weights {self.eval_weights!r}; use one of {EVAL_WEIGHTS}")
         if self.arch_order not in (1, 2):
             raise ValueError(f"arch_order must be 1 (first order) or 2 (unrolled), got {self.arch_order}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         for name in ("total_steps", "num_classes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -176,7 +176,11 @@ def genotype_from_json(data: dict) -> Genotype:
 
 
 def save_genotype(path: str | pathlib.Path, genotype: Genotype) -> None:
-    pathlib.Path(path).write_text(json.dumps(genotype_to_json(genotype), indent=2) + "\n")
+    """Writes the genotype's JSON atomically (a kill mid-write leaves the previous file)."""
+    path = pathlib.Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(genotype_to_json(genotype), indent=2) + "\n")
+    partial.replace(path)
 
 
 def load_genotype(path: str | pathlib.Path) -> Genotype:

@@ -105,7 +105,10 @@ def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
     by_event = {event: [r for r in records if r.get("event") == event] for event in ("step", "epoch", "phase")}
     if not by_event["epoch"]:
         raise ValueError(f"{metrics_path} has no finished epoch yet; nothing to plot")
-    op_names = json.loads((run_dir / "config.json").read_text())["op_names"]
+    try:
+        op_names = json.loads((run_dir / "config.json").read_text())["op_names"]
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"cannot read the op names from {run_dir / 'config.json'} ({err})") from None
     written = [run_dir / name for name in PLOT_FILES]
     plot_arch_weights(by_event["epoch"], op_names, written[0])
     plot_curves(by_event["step"], by_event["epoch"], by_event["phase"], written[1])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import signal
 import threading
@@ -170,7 +171,10 @@ def _create(workdir: pathlib.Path) -> None:
 
 
 def _write_json(path: pathlib.Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    """Atomic: a kill mid-write leaves the old file, never a truncated one."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
 
 
 _START = {"cycle": 1, "phase": 0, "epoch": 1, "batch": 0}
@@ -179,8 +183,10 @@ _SKIPPED = ("skipped", "arch_skipped")  # 1.0 where --nan-policy skip dropped an
 
 
 @jax.jit
-def _all_finite(*trees) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
+def _all_finite(state: State) -> jax.Array:
+    """Whether every floating-point array of the state (weights, BN state, logits, optimiser states) is finite."""
+    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in floats]))
 
 
 class _Run:
@@ -223,9 +229,10 @@ class _Run:
     def save(self, position: dict, epoch_history: list[dict] = ()) -> None:
         """Checkpoints the state with ``position`` (where to continue) and the unfinished epoch's metrics;
         refuses a state with non-finite weights or logits, so the newest checkpoint is always a good one."""
-        if not bool(_all_finite(self.state["params"], self.state["arch"])):
+        if not bool(_all_finite(self.state)):
             raise FloatingPointError(
-                f"non-finite weights or logits after step {int(self.state['step'])}; the last checkpoint is kept: "
+                f"non-finite weights, BN state or logits after step {int(self.state['step'])}; the last checkpoint "
+                "is kept: "
                 "lower --weight-lr / --arch-lr and rerun with --resume"
             )
         wall_time = self.wall_time()
@@ -428,7 +435,8 @@ def train_and_evaluate(
     if resume and not has_checkpoint(workdir):
         raise ValueError(f"--resume: --workdir {workdir} has no checkpoint yet; rerun without --resume to start over")
     _create(workdir)  # only now that data, model and settings are known to be good
-    _write_json(workdir / "config.json", config_json)
+    if saved is None:
+        _write_json(workdir / "config.json", config_json)
     if dry_run:
         _write_json(workdir / "summary.json", {**summary, "dry_run": True})
         return summary

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         from asose_jax.train import Interrupted, train_and_evaluate
 
         summary = train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume)
-    except (ValueError, FloatingPointError) as err:
+    except (ValueError, FloatingPointError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Interrupted as stop:

@@ -207,3 +207,24 @@ def test_bad_workdirs_give_one_line_and_change_nothing(
     assert err.startswith("error: ") and message in err and "\n" not in err, err  # before any progress line
     if before is not None:
         assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
+
+
+def test_a_checkpoint_keeps_the_progress_of_its_save_time(tmp_path, monkeypatch):
+    """orbax serialises JSON in a background thread, and the driver goes on changing its progress dict:
+    ``save`` must hand orbax a snapshot, so changes made after ``save`` never leak into the checkpoint."""
+    from asose_jax.checkpointing import Checkpoints
+
+    handed = []
+    json_save = ocp.args.JsonSave
+    monkeypatch.setattr(ocp.args, "JsonSave", lambda item: handed.append(item) or json_save(item))
+    state = {"step": np.array(3, np.int32), "params": {"w": np.ones((64, 64), np.float32)}}
+    progress = {"position": {"cycle": 1, "batch": 2}, "cycle_accuracies": [10.0]}
+    checkpoints = Checkpoints(tmp_path, keep=2)
+    checkpoints.save(1, state, progress)
+    progress["position"]["batch"] = 99
+    progress["cycle_accuracies"].append(50.0)
+    assert handed == [{"position": {"cycle": 1, "batch": 2}, "cycle_accuracies": [10.0]}]
+    checkpoints.close()
+    restored_state, restored = Checkpoints(tmp_path, keep=2).restore(state)
+    assert restored == handed[0]
+    np.testing.assert_array_equal(restored_state["params"]["w"], state["params"]["w"])
