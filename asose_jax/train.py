@@ -228,12 +228,11 @@ class _Run:
 
     def save(self, position: dict, epoch_history: list[dict] = ()) -> None:
         """Checkpoints the state with ``position`` (where to continue) and the unfinished epoch's metrics;
-        refuses a state with non-finite weights or logits, so the newest checkpoint is always a good one."""
+        refuses a non-finite state, so the newest checkpoint is always a good one."""
         if not bool(_all_finite(self.state)):
             raise FloatingPointError(
-                f"non-finite weights, BN state or logits after step {int(self.state['step'])}; the last checkpoint "
-                "is kept: "
-                "lower --weight-lr / --arch-lr and rerun with --resume"
+                f"non-finite weights, BN state or logits after step {int(self.state['step'])}; the last "
+                "checkpoint is kept: lower --weight-lr / --arch-lr and rerun with --resume"
             )
         wall_time = self.wall_time()
         self.session_start = time.perf_counter()
@@ -295,9 +294,10 @@ class _Run:
         mark, mark_time = start, time.perf_counter()
 
         def fetch() -> None:
-            fetched.extend({k: float(v) for k, v in m.items()} for m in jax.device_get(pending))
+            new = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
+            self.check_finite(new, first_step + 1 + len(fetched), where)
+            fetched.extend(new)
             pending.clear()
-            self.check_finite(fetched, first_step + 1, where)
 
         for i in range(start, len(weight_batches)):
             metrics = {}
