@@ -33,6 +33,17 @@ def _shade_phases(ax, phases: list[dict]) -> None:
         ax.axvline(p["step_start"], color="grey", lw=0.4)
 
 
+def _finish_step_plot(fig, axes, phases: list[dict], path: pathlib.Path) -> None:
+    """Phases shaded, x axis labelled, legends; saved and closed."""
+    for ax in axes:
+        _shade_phases(ax, phases)
+        ax.set_xlabel("global step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_arch_weights(epochs: list[dict], op_names: list[str], path: pathlib.Path) -> None:
     names = sorted(epochs[0]["arch_weights"])
     panels = [(name, e) for name in names for e in range(len(epochs[0]["arch_weights"][name]))]
@@ -70,13 +81,7 @@ def plot_curves(steps: list[dict], epochs: list[dict], phases: list[dict], path:
     acc_ax.plot([r["step"] for r in epochs], [r["val_acc"] for r in epochs], "k.-", label="val acc (derived)")
     loss_ax.set_ylabel("cross-entropy")
     acc_ax.set_ylabel("accuracy (%)")
-    for ax in (loss_ax, acc_ax):
-        _shade_phases(ax, phases)
-        ax.set_xlabel("global step")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish_step_plot(fig, (loss_ax, acc_ax), phases, path)
 
 
 def plot_schedules(steps: list[dict], phases: list[dict], path: pathlib.Path) -> None:
@@ -86,13 +91,7 @@ def plot_schedules(steps: list[dict], phases: list[dict], path: pathlib.Path) ->
     with_lr = [r for r in steps if "lr" in r]
     lr_ax.plot([r["step"] for r in with_lr], [r["lr"] for r in with_lr])
     lr_ax.set_ylabel("learning rate")
-    for ax in (tau_ax, lr_ax):
-        _shade_phases(ax, phases)
-        ax.set_xlabel("global step")
-    tau_ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish_step_plot(fig, (tau_ax, lr_ax), phases, path)
 
 
 def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
