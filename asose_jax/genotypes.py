@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from asose_jax.metrics_log import write_json
 from asose_jax.operations import check_op_names
 from asose_jax.spaces import darts as darts_space
 from asose_jax.spaces import nb201 as nb201_space
@@ -177,10 +178,7 @@ def genotype_from_json(data: dict) -> Genotype:
 
 def save_genotype(path: str | pathlib.Path, genotype: Genotype) -> None:
     """Writes the genotype's JSON atomically (a kill mid-write leaves the previous file)."""
-    path = pathlib.Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(genotype_to_json(genotype), indent=2) + "\n")
-    partial.replace(path)
+    write_json(path, genotype_to_json(genotype))
 
 
 def load_genotype(path: str | pathlib.Path) -> Genotype:

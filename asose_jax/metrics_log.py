@@ -21,6 +21,14 @@ def to_jsonable(value):
     return value
 
 
+def write_json(path: str | pathlib.Path, data: dict) -> None:
+    """Writes ``data`` as indented JSON atomically: a kill mid-write leaves the old file, never a truncated one."""
+    path = pathlib.Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
+    partial.replace(path)
+
+
 class MetricsWriter:
     """Appends records to a JSON-lines file; each line is flushed, so a crash loses at most one line."""
 

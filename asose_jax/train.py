@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pathlib
 import signal
 import threading
@@ -45,7 +44,7 @@ from asose_jax.input_pipeline import (
     normalize,
     split_for_architecture,
 )
-from asose_jax.metrics_log import MetricsWriter
+from asose_jax.metrics_log import MetricsWriter, write_json
 from asose_jax.progress import Progress
 from asose_jax.run_config import RunConfig, first_difference
 from asose_jax.sampling import edge_entropy, is_single_path
@@ -168,13 +167,6 @@ def _create(workdir: pathlib.Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ValueError(f"cannot create --workdir {workdir}: {err.strerror}") from None
-
-
-def _write_json(path: pathlib.Path, data: dict) -> None:
-    """Atomic: a kill mid-write leaves the old file, never a truncated one."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
 
 
 _START = {"cycle": 1, "phase": 0, "epoch": 1, "batch": 0}
@@ -436,9 +428,9 @@ def train_and_evaluate(
         raise ValueError(f"--resume: --workdir {workdir} has no checkpoint yet; rerun without --resume to start over")
     _create(workdir)  # only now that data, model and settings are known to be good
     if saved is None:
-        _write_json(workdir / "config.json", config_json)
+        write_json(workdir / "config.json", config_json)
     if dry_run:
-        _write_json(workdir / "summary.json", {**summary, "dry_run": True})
+        write_json(workdir / "summary.json", {**summary, "dry_run": True})
         return summary
 
     run = _Run(config, workdir, data, model)
@@ -468,6 +460,6 @@ def train_and_evaluate(
         "stopped_early": run.progress["stopped_early"], "steps": int(run.state["step"]),
         "wall_time_s": run.wall_time(), "resumed": resumed,
     })  # fmt: skip
-    _write_json(workdir / "summary.json", summary)
+    write_json(workdir / "summary.json", summary)
     plots.plot_run(workdir)
     return summary
