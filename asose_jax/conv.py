@@ -12,7 +12,10 @@ On GPU and TPU the plain convolution and its autodiff are used.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+from collections.abc import Iterator
 
 import flax.linen as nn
 import jax
@@ -21,16 +24,29 @@ from jax import lax
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 IMPLEMENTATIONS = ("auto", "cpu", "xla")
+_AUTO = contextvars.ContextVar("asose_jax_conv_auto", default=None)
 
 
 def resolve_impl(impl: str) -> str:
     """The convolution kernels to use: ``cpu`` (shifted-sum depthwise, im2col kernel
-    gradients) or ``xla`` (plain XLA convolutions); ``auto`` picks ``cpu`` on the CPU backend."""
+    gradients) or ``xla`` (plain XLA convolutions); ``auto`` picks ``cpu`` on the CPU backend
+    (or what an enclosing ``auto_impl`` says)."""
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown convolution implementation {impl!r}; use one of {IMPLEMENTATIONS}")
     if impl == "auto":
-        return "cpu" if jax.default_backend() == "cpu" else "xla"
+        return _AUTO.get() or ("cpu" if jax.default_backend() == "cpu" else "xla")
     return impl
+
+
+@contextlib.contextmanager
+def auto_impl(impl: str) -> Iterator[None]:
+    """Functions traced inside the block resolve ``auto`` to ``impl``: e.g. ``xla``, so that XLA's cost
+    analysis counts the FLOPs of plain convolutions on every backend."""
+    token = _AUTO.set(resolve_impl(impl))
+    try:
+        yield
+    finally:
+        _AUTO.reset(token)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:

@@ -186,7 +186,10 @@ def load_genotype(path: str | pathlib.Path) -> Genotype:
         data = json.loads(pathlib.Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read genotype file {path}: {err}") from None
-    return genotype_from_json(data)
+    try:
+        return genotype_from_json(data)
+    except ValueError as err:
+        raise ValueError(f"genotype file {path}: {err}") from None
 
 
 def genotype_edge_weights(genotype: Genotype, op_names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -217,3 +220,60 @@ def genotype_edge_weights(genotype: Genotype, op_names: Sequence[str]) -> dict[s
     edge_of = {edge: e for e, edge in enumerate(nb201_space.edge_inputs())}
     chosen = {edge_of[(i + 1, j)]: op for i, node in enumerate(genotype.nodes) for op, j in node}
     return {"cell": one_hot(len(edge_of), chosen)}
+
+
+def _darts(normal: list, reduce: list) -> DartsGenotype:
+    concat = tuple(range(2, 2 + darts_space.STEPS))
+    return DartsGenotype(_pairs(normal), concat, _pairs(reduce), concat)
+
+
+# Published cells, as their authors' code lists them (normal / reduce: (op, input state) pairs, two per node).
+PUBLISHED: dict[str, Genotype] = {
+    # DARTS (Liu et al., ICLR 2019): first order (V1) and second order (V2), 3.3M parameters at 20 cells / 36 channels.
+    "DARTS_V1": _darts(
+        [("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
+         ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)],
+        [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
+         ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("avg_pool_3x3", 0)],
+    ),
+    "DARTS_V2": _darts(
+        [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+         ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)],
+        [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+         ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)],
+    ),
+    # GDAS (Dong & Yang, CVPR 2019), as in D-X-Y/AutoDL-Projects.
+    "GDAS": _darts(
+        [("skip_connect", 0), ("skip_connect", 1), ("skip_connect", 0), ("sep_conv_5x5", 2),
+         ("sep_conv_3x3", 3), ("skip_connect", 0), ("sep_conv_5x5", 4), ("sep_conv_3x3", 3)],
+        [("sep_conv_5x5", 0), ("sep_conv_3x3", 1), ("sep_conv_5x5", 2), ("sep_conv_5x5", 1),
+         ("dil_conv_5x5", 2), ("sep_conv_3x3", 1), ("sep_conv_5x5", 0), ("sep_conv_5x5", 1)],
+    ),
+    # PC-DARTS (Xu et al., ICLR 2020), the CIFAR-10 cell.
+    "PC_DARTS": _darts(
+        [("sep_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
+         ("sep_conv_5x5", 0), ("sep_conv_3x3", 1), ("avg_pool_3x3", 0), ("dil_conv_3x3", 1)],
+        [("sep_conv_5x5", 1), ("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
+         ("sep_conv_3x3", 0), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2)],
+    ),
+    # The best NAS-Bench-201 cell on CIFAR-10.
+    "NB201_BEST": NB201Genotype.from_string(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    ),
+}  # fmt: skip
+
+
+def resolve_genotype(name_or_path: str) -> Genotype:
+    """A published genotype by name (``PUBLISHED``), or a genotype JSON file (e.g. a search's
+    ``RUN_DIR/genotype.json``; a run directory itself is accepted too)."""
+    if name_or_path in PUBLISHED:
+        return PUBLISHED[name_or_path]
+    path = pathlib.Path(name_or_path)
+    if path.is_dir():
+        path = path / "genotype.json"
+    if not path.exists():
+        raise ValueError(
+            f"--genotype {name_or_path!r} is neither a file nor a published genotype; "
+            f"use a genotype.json or one of {', '.join(PUBLISHED)}"
+        )
+    return load_genotype(path)

@@ -1,4 +1,4 @@
-"""Fast initialisation of a search model's variables.
+"""Fast initialisation of a model's variables (search supernets and discrete networks).
 
 ``model.init`` draws every parameter with its own key, which XLA on CPU compiles
 into one random-number kernel per leaf: minutes for a DARTS supernet. The search
@@ -15,8 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asose_jax.spaces import uniform_arch_weights
-
 # Flax's lecun_normal is variance_scaling(1, "fan_in", "truncated_normal"): a normal truncated
 # to [-2, 2] rescaled by this constant (the std of the truncated unit normal) to keep the variance.
 _TRUNCATED_STD = 0.87962566103423978
@@ -24,12 +22,11 @@ _CONSTANT_LEAVES = {("params", "scale"): 1.0, ("params", "bias"): 0.0, ("batch_s
                     ("batch_stats", "var"): 1.0}  # fmt: skip
 
 
-def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int]) -> dict:
-    """``{"params", "batch_stats"}`` for ``model``, distributed as ``model.init`` would draw them."""
+def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int], *args, **kwargs) -> dict:
+    """``{"params", "batch_stats"}`` for ``model``, distributed as ``model.init(key, images, *args, **kwargs)``
+    would draw them (``args``, ``kwargs``: the model's inputs after the images)."""
     images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    abstract = jax.eval_shape(
-        lambda x: model.init(jax.random.key(0), x, uniform_arch_weights(model), train=False), images
-    )
+    abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, *args, **kwargs), images)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     kinds = []
     for path, _ in leaves:

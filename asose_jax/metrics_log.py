@@ -30,27 +30,33 @@ def write_json(path: str | pathlib.Path, data: dict) -> None:
 
 
 class MetricsWriter:
-    """Appends records to a JSON-lines file; each line is flushed, so a crash loses at most one line."""
+    """Appends records to a JSON-lines file; each line is flushed, so a crash loses at most one line.
 
-    def __init__(self, path: str | pathlib.Path):
+    ``enabled=False`` (every process but the first of a multi-host run) writes nothing.
+    """
+
+    def __init__(self, path: str | pathlib.Path, enabled: bool = True):
         self.path = pathlib.Path(path)
-        self._file = self.path.open("a")
+        self._file = self.path.open("a") if enabled else None
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(to_jsonable(record)) + "\n")
-        self._file.flush()
+        if self._file:
+            self._file.write(json.dumps(to_jsonable(record)) + "\n")
+            self._file.flush()
 
     def tell(self) -> int:
         """Bytes written so far: the point a checkpoint records, to cut back to on resume."""
-        return self._file.tell()
+        return self._file.tell() if self._file else 0
 
     def truncate(self, size: int) -> None:
         """Drops everything after byte ``size`` (lines written after the checkpoint being resumed)."""
-        self._file.truncate(size)
-        self._file.seek(size)
+        if self._file:
+            self._file.truncate(size)
+            self._file.seek(size)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file:
+            self._file.close()
 
 
 def read_metrics(path: str | pathlib.Path) -> Iterator[dict]:

@@ -113,3 +113,28 @@ def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
     plot_curves(by_event["step"], by_event["epoch"], by_event["phase"], written[1])
     plot_schedules(by_event["step"], by_event["phase"], written[2])
     return written
+
+
+def plot_training(run_dir: str | pathlib.Path) -> pathlib.Path:
+    """``curves.png`` of a from-scratch training run (``experiments/cifar10_train.py``): loss, and train
+    and test accuracy, over epochs."""
+    run_dir = pathlib.Path(run_dir)
+    epochs = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "epoch"]
+    if not epochs:
+        raise ValueError(f"{run_dir / 'metrics.jsonl'} has no finished epoch yet; nothing to plot")
+    x = [r["epoch"] for r in epochs]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
+    loss_ax.plot(x, [r["train_loss"] for r in epochs], ".-", label="train loss")
+    loss_ax.plot(x, [r["test_loss"] for r in epochs], ".-", label="test loss")
+    acc_ax.plot(x, [r["train_acc"] for r in epochs], ".-", label="train acc (augmented)")
+    acc_ax.plot(x, [r["test_acc"] for r in epochs], ".-", label="test acc")
+    loss_ax.set_ylabel("cross-entropy")
+    acc_ax.set_ylabel("accuracy (%)")
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = run_dir / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -33,8 +33,15 @@ def temperature_schedule(kind: str, tau_max: float, tau_min: float, total_steps:
     return schedule
 
 
-def learning_rate_schedule(lr: float, lr_min: float, total_steps: int) -> optax.Schedule:
-    """Cosine decay from ``lr`` to ``lr_min`` over ``total_steps`` global steps, then ``lr_min``."""
+def learning_rate_schedule(lr: float, lr_min: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
+    """Linear warm-up from ``lr / warmup_steps`` to ``lr`` over ``warmup_steps``, then cosine decay to
+    ``lr_min`` at ``total_steps``, then ``lr_min``."""
     if lr <= 0 or lr_min < 0 or lr_min > lr:
         raise ValueError(f"learning rates need 0 <= lr_min <= lr and lr > 0, got lr={lr}, lr_min={lr_min}")
-    return optax.cosine_decay_schedule(lr, max(total_steps, 1), alpha=lr_min / lr)
+    if not 0 <= warmup_steps < max(total_steps, 1):
+        raise ValueError(f"warmup_steps must lie in [0, total_steps={total_steps}), got {warmup_steps}")
+    cosine = optax.cosine_decay_schedule(lr, max(total_steps - warmup_steps, 1), alpha=lr_min / lr)
+    if not warmup_steps:
+        return cosine
+    warmup = optax.linear_schedule(lr / warmup_steps, lr, warmup_steps)
+    return optax.join_schedules([warmup, cosine], [warmup_steps])

@@ -32,7 +32,7 @@ from asose_jax.initializers import init_variables
 from asose_jax.optimizers import arch_optimizer, descend, weight_optimizer
 from asose_jax.sampling import argmax_edge_weights, edge_entropy, is_single_path, sample_edge_weights
 from asose_jax.schedules import learning_rate_schedule, temperature_schedule
-from asose_jax.spaces import build_search_model, init_arch_logits
+from asose_jax.spaces import build_search_model, init_arch_logits, uniform_arch_weights
 
 State = dict
 Batch = dict
@@ -61,7 +61,7 @@ def init_search_state(model: nn.Module, config: SearchConfig, image_shape: tuple
     logits from N(0, scale^2), zero optimiser states, global step 0."""
     key = jax.random.key(config.seed, impl=config.prng_impl)
     init_key, arch_key, run_key = jax.random.split(key, 3)
-    variables = init_variables(model, init_key, image_shape)
+    variables = init_variables(model, init_key, image_shape, uniform_arch_weights(model), train=False)
     arch = init_arch_logits(model, arch_key, config.arch_init_scale)
     return {
         "step": jnp.zeros((), jnp.int32),

@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from asose_jax import cycle, plots
 from asose_jax.checkpointing import Checkpoints, has_checkpoint
@@ -45,6 +46,15 @@ from asose_jax.input_pipeline import (
     split_for_architecture,
 )
 from asose_jax.metrics_log import MetricsWriter, write_json
+from asose_jax.parallel import (
+    check_batch_size,
+    constrain_batch,
+    is_primary,
+    jit_data_parallel,
+    make_mesh,
+    replicate,
+    shard_batch,
+)
 from asose_jax.progress import Progress
 from asose_jax.run_config import RunConfig, first_difference
 from asose_jax.sampling import edge_entropy, is_single_path
@@ -72,15 +82,16 @@ class Iterations(NamedTuple):
     evaluate: Callable
 
 
-def make_iterations(model: nn.Module, config: RunConfig) -> Iterations:
-    """The jitted iterations of one architecture."""
+def make_iterations(model: nn.Module, config: RunConfig, mesh: Mesh | None) -> Iterations:
+    """The jitted iterations of one architecture: data-parallel over ``mesh`` (index batches sharded,
+    everything else replicated; see ``parallel``), or, with ``mesh=None``, plain jit on one device."""
     steps = make_search_steps(model, config.search)
     advance = config.arch_phase == "alpha-only"
 
     def batch(state: State, images, labels, idx, stream: int) -> dict:
         base = jax.random.wrap_key_data(state["rng"], impl=config.search.prng_impl)
         key = jax.random.fold_in(jax.random.fold_in(base, state["step"]), stream)
-        return {"image": augment(key, images[idx], cutout=config.cutout), "label": labels[idx]}
+        return {"image": augment(key, constrain_batch(images[idx], mesh), cutout=config.cutout), "label": labels[idx]}
 
     def guarded(old: State, new: State, metrics: dict, checked: tuple[str, str], flag: str):
         """With ``--nan-policy skip``: keep ``old`` (but the new step count) when a checked value is not finite."""
@@ -101,11 +112,14 @@ def make_iterations(model: nn.Module, config: RunConfig) -> Iterations:
         return guarded(state, new, metrics, ("arch_loss", "arch_grad_norm"), "arch_skipped")
 
     def evaluate(state, images, labels, idx, mask, fixed_weights):
-        return steps.eval_step(
-            state, {"image": normalize(images[idx]), "label": labels[idx], "mask": mask}, fixed_weights
-        )
+        batch = {"image": normalize(constrain_batch(images[idx], mesh)), "label": labels[idx], "mask": mask}
+        return steps.eval_step(state, batch, fixed_weights)
 
-    return Iterations(jax.jit(weights, donate_argnums=0), jax.jit(arch, donate_argnums=0), jax.jit(evaluate))
+    return Iterations(
+        jit_data_parallel(weights, mesh, {3: 0}, 5),
+        jit_data_parallel(arch, mesh, {3: 0, 4: 0}, 5),
+        jit_data_parallel(evaluate, mesh, {3: 0, 4: 0}, 6, donate_state=False),
+    )
 
 
 def param_counts(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, int]:
@@ -195,11 +209,13 @@ class _Run:
         self.weight_idx, self.arch_idx = split_for_architecture(
             len(data.x_train), config.arch_split, config.search.seed
         )
-        self.images, self.labels = jax.device_put(data.x_train), jax.device_put(data.y_train)
-        self.test_images, self.test_labels = jax.device_put(data.x_test), jax.device_put(data.y_test)
-        self.state = init_search_state(model, config.search, data.x_train.shape[1:])
-        self.iterations = make_iterations(model, config)
-        self.writer = MetricsWriter(workdir / "metrics.jsonl")
+        self.mesh = mesh = make_mesh()
+        self.images, self.labels, self.test_images, self.test_labels = replicate(
+            (data.x_train, data.y_train, data.x_test, data.y_test), mesh
+        )
+        self.state = replicate(init_search_state(model, config.search, data.x_train.shape[1:]), mesh)
+        self.iterations = make_iterations(model, config, mesh)
+        self.writer = MetricsWriter(workdir / "metrics.jsonl", enabled=is_primary())
         self.checkpoints = Checkpoints(workdir, config.keep_checkpoints)
         self.progress = {"position": dict(_START), "epoch_history": [], "cycle_accuracies": [], "last_val_acc": None,
                          "stopped_early": False, "phase_start": 0, "metrics_bytes": 0, "wall_time_s": 0.0,
@@ -242,10 +258,11 @@ class _Run:
         held-out architecture split or the test split."""
         images, labels = (self.test_images, self.test_labels) if on_test else (self.images, self.labels)
         subset = np.arange(len(self.test_labels)) if on_test else self.arch_idx
-        fixed = genotype_edge_weights(self.genotype(), self.op_names) if derived else None
+        fixed = replicate(genotype_edge_weights(self.genotype(), self.op_names), self.mesh) if derived else None
         loss_sum = correct = count = 0.0
         for pos, mask in eval_batches(len(subset), self.config.batch_size):
-            m = self.iterations.evaluate(self.state, images, labels, subset[pos], mask, fixed)
+            idx, mask = shard_batch(subset[pos], self.mesh), shard_batch(mask, self.mesh)
+            m = self.iterations.evaluate(self.state, images, labels, idx, mask, fixed)
             n = float(m["count"])
             loss_sum, correct, count = loss_sum + float(m["loss"]) * n, correct + float(m["accuracy"]) * n, count + n
         return {"loss": loss_sum / count, "acc": 100.0 * correct / count}
@@ -295,11 +312,12 @@ class _Run:
             metrics = {}
             if phase.name == cycle.ARCH:
                 self.state, metrics = self.iterations.arch(
-                    self.state, self.images, self.labels, weight_batches[i], arch_batches[i]
-                )
+                    self.state, self.images, self.labels, shard_batch(weight_batches[i], self.mesh),
+                    shard_batch(arch_batches[i], self.mesh),
+                )  # fmt: skip
             if phase.name != cycle.ARCH or alternate:
                 self.state, weight_metrics = self.iterations.weights(
-                    self.state, self.images, self.labels, weight_batches[i], uniform
+                    self.state, self.images, self.labels, shard_batch(weight_batches[i], self.mesh), uniform
                 )
                 metrics = {**metrics, **weight_metrics}
             pending.append(metrics)
@@ -369,8 +387,9 @@ class _Run:
                 if phase_index + 1 < len(phases):
                     self.save({"cycle": cycle_index, "phase": phase_index + 1, "epoch": 1, "batch": 0})
             progress["cycle_accuracies"].append(progress["last_val_acc"])
-            save_genotype(self.workdir / "genotype.json", self.genotype())
-            plots.plot_run(self.workdir)
+            if is_primary():
+                save_genotype(self.workdir / "genotype.json", self.genotype())
+                plots.plot_run(self.workdir)
             if cycle.plateaued(progress["cycle_accuracies"], config.plateau_window, config.plateau_threshold):
                 progress["stopped_early"] = True
                 self.writer.write({"event": "early_stop", "cycle": cycle_index, "step": int(self.state["step"]),
@@ -426,11 +445,13 @@ def train_and_evaluate(
                         "image_shape": list(image_shape)}}  # fmt: skip
     if resume and not has_checkpoint(workdir):
         raise ValueError(f"--resume: --workdir {workdir} has no checkpoint yet; rerun without --resume to start over")
+    check_batch_size(config.batch_size, make_mesh())
     _create(workdir)  # only now that data, model and settings are known to be good
-    if saved is None:
+    if saved is None and is_primary():
         write_json(workdir / "config.json", config_json)
     if dry_run:
-        write_json(workdir / "summary.json", {**summary, "dry_run": True})
+        if is_primary():
+            write_json(workdir / "summary.json", {**summary, "dry_run": True})
         return summary
 
     run = _Run(config, workdir, data, model)
@@ -446,7 +467,6 @@ def train_and_evaluate(
             signal.signal(sig, handler)
 
     genotype = run.genotype()
-    save_genotype(workdir / "genotype.json", genotype)
     val, test = run.evaluate(on_test=False, derived=True), run.evaluate(on_test=True, derived=True)
     # The softmax-weighted supernet is what soft samplers train; single-path weights never saw that mixture.
     mixture = not is_single_path(config.search.sampler)
@@ -460,6 +480,8 @@ def train_and_evaluate(
         "stopped_early": run.progress["stopped_early"], "steps": int(run.state["step"]),
         "wall_time_s": run.wall_time(), "resumed": resumed,
     })  # fmt: skip
-    write_json(workdir / "summary.json", summary)
-    plots.plot_run(workdir)
+    if is_primary():
+        save_genotype(workdir / "genotype.json", genotype)
+        write_json(workdir / "summary.json", summary)
+        plots.plot_run(workdir)
     return summary

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import platform
 import sys
-import time
 
 import jax
 
@@ -22,23 +20,7 @@ from asose_jax.config import SearchConfig  # noqa: E402
 from asose_jax.sampling import SAMPLERS  # noqa: E402
 from asose_jax.spaces import SPACES  # noqa: E402
 from asose_jax.steps import build_model, init_search_state, make_search_steps  # noqa: E402
-
-
-def _time_step(step_fn, state, batches, warmup: int, steps: int):
-    """(compile seconds, median seconds per step) of a jitted step over fresh batches."""
-    start = time.perf_counter()
-    compiled = step_fn.lower(state, *batches[0]).compile()
-    compile_s = time.perf_counter() - start
-    for i in range(warmup):
-        state, _ = compiled(state, *batches[i % len(batches)])
-    jax.block_until_ready(state)
-    times = []
-    for i in range(steps):
-        start = time.perf_counter()
-        state, metrics = compiled(state, *batches[i % len(batches)])
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
-    return compile_s, sorted(times)[len(times) // 2]
+from benchmarks.timing import environment, time_compiled  # noqa: E402
 
 
 def benchmark(space: str, sampler: str, args) -> list[dict]:
@@ -58,7 +40,7 @@ def benchmark(space: str, sampler: str, args) -> list[dict]:
     ]
     rows = []
     for name, fn in (("weight_step", steps.weight_step), ("arch_step", steps.arch_step)):
-        compile_s, step_s = _time_step(jax.jit(fn), state, batches, args.warmup, args.steps)
+        compile_s, step_s, _, _ = time_compiled(jax.jit(fn), state, batches, args.warmup, args.steps)
         rows.append(
             {
                 "space": space,
@@ -91,14 +73,9 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/step_throughput.json")
     args = parser.parse_args()
 
-    device = jax.devices()[0]
     result = {
         "benchmark": "step_throughput",
-        "backend": jax.default_backend(),
-        "device": getattr(device, "device_kind", str(device)),
-        "device_count": jax.device_count(),
-        "host": platform.processor() or platform.machine(),
-        "jax": jax.__version__,
+        **environment(),
         "init_channels": args.init_channels,
         "depth": args.depth,
         "image_size": args.image_size,

@@ -102,6 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dry-run", action="store_true", help="build everything, write config.json and summary.json, do not train"
     )
     parser.add_argument(
+        "--distributed",
+        default="auto",
+        help="multi-host runs, jax.distributed.initialize(): auto (on TPU pod slices with several hosts), "
+        "on (always; JAX finds the cluster on Cloud TPU, SLURM and Open MPI), off (default: %(default)s)",
+    )
+    parser.add_argument(
         "--compilation-cache",
         default=str(pathlib.Path.home() / ".cache/asose_jax/xla"),
         help="persistent XLA compilation cache, so reruns skip compiling ('' disables; default: %(default)s)",
@@ -156,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             args.workdir or f"runs/{args.preset or 'reference'}-{config.search.space}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
         import jax  # after the cheap flag checks
+
+        from asose_jax import parallel
+
+        parallel.initialize(args.distributed)
 
         if args.compilation_cache:
             jax.config.update("jax_compilation_cache_dir", args.compilation_cache)

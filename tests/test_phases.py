@@ -23,7 +23,7 @@ def phase_setup(arch_phase: str):
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (N_IMAGES, IMAGE, IMAGE, 3), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, 10, N_IMAGES), jnp.int32)
-    return state, make_iterations(build_model(config.search), config), images, labels
+    return state, make_iterations(build_model(config.search), config, None), images, labels
 
 
 def fresh(state):

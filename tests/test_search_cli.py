@@ -51,8 +51,8 @@ def finished_run(npz_path, tmp_path_factory):
     seen = {"weights": [], "arch": [], "arch_train": []}
     make_iterations = train.make_iterations
 
-    def recording(model, config):
-        inner = make_iterations(model, config)
+    def recording(model, config, mesh):
+        inner = make_iterations(model, config, mesh)
 
         def weights(state, images, labels, idx, uniform):
             seen["weights"].append(np.asarray(idx))

@@ -27,7 +27,7 @@ def test_space_output_shapes_and_arch_shapes(space, arch_shapes):
     assert model.arch_shapes() == arch_shapes
     images = jax.ShapeDtypeStruct((3, IMAGE, IMAGE, 3), jnp.float32)
     weights = uniform_arch_weights(model)
-    variables = init_variables(model, jax.random.key(1), (IMAGE, IMAGE, 3))
+    variables = init_variables(model, jax.random.key(1), (IMAGE, IMAGE, 3), uniform_arch_weights(model), train=False)
     assert set(variables) == {"params", "batch_stats"}  # nothing architecture-related is a Flax variable
     for single_path in (False, True):
         logits, updates = jax.eval_shape(
@@ -73,7 +73,7 @@ def test_init_variables_matches_flax_init():
     model = build_search_model("chain", init_channels=16, depth=2)
     images = jnp.zeros((1, IMAGE, IMAGE, 3))
     reference = model.init(jax.random.key(0), images, uniform_arch_weights(model), train=False)
-    variables = init_variables(model, jax.random.key(1), (IMAGE, IMAGE, 3))
+    variables = init_variables(model, jax.random.key(1), (IMAGE, IMAGE, 3), uniform_arch_weights(model), train=False)
     chex.assert_trees_all_equal_shapes_and_dtypes(variables, reference)
     kernel = variables["params"]["block_1"]["mixed_op"]["conv_7x1_1x7"]["Conv_0"]["kernel"]  # [1, 7, 32, 32]
     assert abs(float(jnp.std(kernel)) * (7 * 32) ** 0.5 - 1.0) < 0.05  # lecun_normal: std = 1/sqrt(fan_in)
