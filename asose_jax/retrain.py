@@ -181,13 +181,17 @@ def make_eval_step(net: nn.Module, config: TrainConfig, mesh: Mesh | None = None
 
 
 def flops_per_image(net: nn.Module, variables: dict, image_shape: tuple[int, int, int]) -> float | None:
-    """XLA's FLOP count of one image's inference pass (multiplies and adds counted separately), traced
-    with plain XLA convolutions on every backend; None where the backend gives no cost analysis."""
+    """XLA's FLOP count of one image's inference pass (multiplies and adds counted separately): the
+    program with plain XLA convolutions, lowered for the CPU (whose cost analysis needs no compilation,
+    unlike the GPU's), so the count is the same on every machine; None if no analysis is available."""
     with auto_impl("xla"):
-        lowered = jax.jit(lambda v, x: net.apply(v, x, train=False)[0]).lower(
+        traced = jax.jit(lambda v, x: net.apply(v, x, train=False)[0]).trace(
             variables, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
         )
-    cost = lowered.cost_analysis()
+    try:
+        cost = traced.lower(lowering_platforms=("cpu",)).cost_analysis()
+    except (RuntimeError, ValueError, NotImplementedError):  # no CPU backend in this process
+        return None
     cost = cost[0] if isinstance(cost, list | tuple) and cost else cost
     return float(cost["flops"]) if isinstance(cost, dict) and "flops" in cost else None
 
