@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from asose_jax.genotypes import ChainGenotype, DartsGenotype, Genotype, NB201Genotype, check_genotype
-from asose_jax.operations import FactorizedReduce, Identity, ReLUConvBN, batch_norm, conv, make_op
-from asose_jax.spaces.nb201 import ResidualBlock
+from asose_jax.operations import Identity, batch_norm, conv, make_op
+from asose_jax.spaces.darts import preprocess_inputs
+from asose_jax.spaces.nb201 import macro_network
 
 # space -> (default initial channels, default depth: blocks (chain: the genotype's), cells, cells per stage)
 EVAL_DEFAULTS = {"chain": (32, None), "darts": (36, 20), "nb201": (16, 5)}
@@ -78,12 +79,7 @@ class DartsCell(nn.Module):
     @nn.compact
     def __call__(self, s0, s1, train: bool, drop_rate):
         c = self.channels
-        if self.reduction_prev:
-            s0 = FactorizedReduce(c, affine=True, name="preprocess0")(s0, train)
-        else:
-            s0 = ReLUConvBN(c, 1, 1, affine=True, name="preprocess0")(s0, train)
-        s1 = ReLUConvBN(c, 1, 1, affine=True, name="preprocess1")(s1, train)
-        states = [s0, s1]
+        states = list(preprocess_inputs(s0, s1, c, self.reduction_prev, True, train))
         for node in range(len(self.cell) // 2):
             total = None
             for p in (2 * node, 2 * node + 1):
@@ -176,16 +172,10 @@ class NB201Net(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool, drop_rate: jax.Array | float | None = None):
-        c = self.init_channels
-        x = batch_norm(train, affine=True, name="stem_bn")(conv(c, (3, 3), name="stem_conv")(images))
-        for stage in range(3):
-            if stage:
-                c *= 2
-                x = ResidualBlock(c, name=f"reduce_{stage}")(x, train)
-            for i in range(self.cells_per_stage):
-                x = NB201Cell(self.genotype, c, name=f"stage_{stage}_cell_{i}")(x, train)
-        x = nn.relu(batch_norm(train, affine=True, name="final_bn")(x))
-        return nn.Dense(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2))), None
+        def cell(x, channels, name):
+            return NB201Cell(self.genotype, channels, name=name)(x, train)
+
+        return macro_network(images, self.init_channels, self.cells_per_stage, self.num_classes, cell, train), None
 
 
 def build_network(

@@ -174,6 +174,19 @@ PRESETS: dict[str, RunConfig] = {
         retrain_epochs=5,
         plateau_window=0,
     ),
+    # The reference search cut to fit a free Colab TPU session (8 cores: batch 256, 32 per core, learning
+    # rate scaled with it): all 50,000 images, 4 cycles of 2/1/-/1 epochs.
+    "colab": RunConfig(
+        search=SearchConfig(
+            space="chain", init_channels=32, depth=4, sampler="gumbel_soft", weight_decay=1e-4, weight_lr=0.05
+        ),  # fmt: skip
+        batch_size=256,
+        cycles=4,
+        warmup_epochs=2,
+        arch_epochs=1,
+        retrain_epochs=1,
+        plateau_window=0,
+    ),
     # A CPU-sized ASO-SE run on 5,000 images that finishes in minutes on 2 cores: 16 channels, single-path
     # (hard Gumbel) steps over 4 of the ASO-SE ops (so each op trains often enough in a short run), 6 cycles
     # of 2/1/-/1 epochs at batch 32, with larger learning rates for the short schedule.

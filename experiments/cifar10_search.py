@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from asose_jax.cli import ArgumentParser, add_runtime_flags, setup_runtime  # noqa: E402
 from asose_jax.config import SearchConfig  # noqa: E402
 from asose_jax.operations import OP_SETS  # noqa: E402
 from asose_jax.run_config import PRESETS, RunConfig, preset  # noqa: E402
@@ -75,15 +76,8 @@ def _get(config: RunConfig, field: str):
     return getattr(config.search, field[7:]) if field.startswith("search.") else getattr(config, field)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Flag errors in one line (``error: ...``, exit status 2), like every other bad input."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message}; see --help\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(
+    parser = ArgumentParser(
         description="ASO-SE architecture search on CIFAR-10.", formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="presets: " + "; ".join(f"{name} ({p.search.space}, {p.cycles} cycles)" for name, p in PRESETS.items()),
     )  # fmt: skip
@@ -101,17 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dry-run", action="store_true", help="build everything, write config.json and summary.json, do not train"
     )
-    parser.add_argument(
-        "--distributed",
-        default="auto",
-        help="multi-host runs, jax.distributed.initialize(): auto (on TPU pod slices with several hosts), "
-        "on (always; JAX finds the cluster on Cloud TPU, SLURM and Open MPI), off (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--compilation-cache",
-        default=str(pathlib.Path.home() / ".cache/asose_jax/xla"),
-        help="persistent XLA compilation cache, so reruns skip compiling ('' disables; default: %(default)s)",
-    )
+    add_runtime_flags(parser)
     reference = PRESETS["reference"]
     for flag, field, kind, text in FLAGS:
         names = (flag, "--layers") if flag == "--depth" else (flag,)
@@ -161,15 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = (
             args.workdir or f"runs/{args.preset or 'reference'}-{config.search.space}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        import jax  # after the cheap flag checks
-
-        from asose_jax import parallel
-
-        parallel.initialize(args.distributed)
-
-        if args.compilation_cache:
-            jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        setup_runtime(args)
 
         from asose_jax.train import Interrupted, train_and_evaluate
 

@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from asose_jax.cli import ArgumentParser, add_runtime_flags, setup_runtime  # noqa: E402
 from asose_jax.retrain_config import COMPUTE_DTYPES, RECIPE_NAMES, TrainConfig, recipe  # noqa: E402
 
 # (flag, field, type, help)
@@ -48,31 +49,14 @@ FLAGS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """Flag errors in one line (``error: ...``, exit status 2)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message}; see --help\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="standard", help=f"{' or '.join(RECIPE_NAMES)} (default: %(default)s)")
     parser.add_argument("--workdir", help="run directory, new or empty (default: runs/train-<genotype>-<time>)")
     parser.add_argument(
         "--nesterov", action=argparse.BooleanOptionalAction, default=None, help="Nesterov momentum (fast: on)"
     )
-    parser.add_argument(
-        "--distributed",
-        default="auto",
-        help="multi-host runs, jax.distributed.initialize(): auto (on TPU pod slices with several hosts), "
-        "on (always; JAX finds the cluster on Cloud TPU, SLURM and Open MPI), off (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--compilation-cache",
-        default=str(pathlib.Path.home() / ".cache/asose_jax/xla"),
-        help="persistent XLA compilation cache ('' disables; default: %(default)s)",
-    )
+    add_runtime_flags(parser)
     standard = TrainConfig()
     for flag, field, kind, text in FLAGS:
         parser.add_argument(flag, dest=field, type=kind, default=None,
@@ -94,15 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         config = build_config(args)
         label = pathlib.Path(config.genotype).parent.name if config.genotype.endswith(".json") else config.genotype
         workdir = args.workdir or f"runs/train-{label}-{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-        import jax  # after the cheap flag checks
-
-        from asose_jax import parallel
-
-        parallel.initialize(args.distributed)
-
-        if args.compilation_cache:
-            jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        setup_runtime(args)
 
         from asose_jax.retrain import train_and_evaluate
 

@@ -63,11 +63,11 @@ def test_bad_run_config_values_name_the_flag(fields, message):
 
 
 def test_presets_are_valid_and_named():
-    assert set(PRESETS) == {"reference", "darts", "nb201", "smoke"}
+    assert set(PRESETS) == {"reference", "darts", "nb201", "colab", "smoke"}
     reference = preset("reference")
     assert (reference.search.space, reference.search.init_channels, reference.search.depth) == ("chain", 32, 4)
     assert (reference.cycles, reference.warmup_epochs, reference.arch_epochs, reference.retrain_epochs) == (15, 5, 2, 3)
     assert preset("darts").search.space == "darts" and preset("nb201").search.space == "nb201"
-    with pytest.raises(ValueError, match="unknown preset 'fast'; use one of reference, darts, nb201, smoke"):
+    with pytest.raises(ValueError, match="unknown preset 'fast'; use one of reference, darts, nb201, colab, smoke"):
         preset("fast")
     assert dataclasses.replace(reference, search=SearchConfig(space="nb201")).search.space == "nb201"

@@ -20,6 +20,16 @@ def edge_inputs() -> list[tuple[int, int]]:
     return [(i, j) for i in range(STEPS) for j in range(2 + i)]
 
 
+def preprocess_inputs(s0, s1, channels: int, reduction_prev: bool, affine: bool, train: bool):
+    """A cell's two inputs brought to ``channels`` (called inside a compact cell): ``s1`` by ReLU-conv1x1-BN,
+    ``s0`` likewise, or by ``FactorizedReduce`` when the previous cell halved the resolution."""
+    if reduction_prev:
+        s0 = FactorizedReduce(channels, affine=affine, name="preprocess0")(s0, train)
+    else:
+        s0 = ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess0")(s0, train)
+    return s0, ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess1")(s1, train)
+
+
 class SearchCell(nn.Module):
     """A DARTS search cell: node i = sum over states j < 2 + i of MixedOp_(i, j)(state j)."""
 
@@ -31,12 +41,7 @@ class SearchCell(nn.Module):
     @nn.compact
     def __call__(self, s0, s1, weights: jax.Array, train: bool, single_path: bool = False):
         c = self.channels
-        if self.reduction_prev:
-            s0 = FactorizedReduce(c, affine=False, name="preprocess0")(s0, train)
-        else:
-            s0 = ReLUConvBN(c, 1, 1, affine=False, name="preprocess0")(s0, train)
-        s1 = ReLUConvBN(c, 1, 1, affine=False, name="preprocess1")(s1, train)
-        states = [s0, s1]
+        states = list(preprocess_inputs(s0, s1, c, self.reduction_prev, False, train))
         for e, (i, j) in enumerate(edge_inputs()):
             if j == 0:
                 states.append(None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -67,16 +67,30 @@ class NB201Network(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, arch_weights: dict, train: bool, single_path: bool = False):
-        c = self.init_channels
-        x = batch_norm(train, affine=True, name="stem_bn")(conv(c, (3, 3), name="stem_conv")(images))
-        for stage in range(3):
-            if stage:
-                c *= 2
-                x = ResidualBlock(c, name=f"reduce_{stage}")(x, train)
-            for i in range(self.cells_per_stage):
-                x = SearchCell(c, self.op_names, name=f"stage_{stage}_cell_{i}")(
-                    x, arch_weights["cell"], train, single_path
-                )
-        x = nn.relu(batch_norm(train, affine=True, name="final_bn")(x))
-        x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, name="classifier")(x)
+        def cell(x, channels, name):
+            return SearchCell(channels, self.op_names, name=name)(x, arch_weights["cell"], train, single_path)
+
+        return macro_network(images, self.init_channels, self.cells_per_stage, self.num_classes, cell, train)
+
+
+def macro_network(
+    images: jax.Array,
+    init_channels: int,
+    cells_per_stage: int,
+    num_classes: int,
+    cell: Callable[[jax.Array, int, str], jax.Array],
+    train: bool,
+) -> jax.Array:
+    """NAS-Bench-201's skeleton, called inside a compact module: stem conv3x3 + BN, 3 stages of
+    ``cells_per_stage`` cells (``cell(x, channels, name)``) at C, 2C, 4C joined by ``ResidualBlock``s,
+    BN, ReLU, global pool, linear. Shared by the search network and the discrete one."""
+    c = init_channels
+    x = batch_norm(train, affine=True, name="stem_bn")(conv(c, (3, 3), name="stem_conv")(images))
+    for stage in range(3):
+        if stage:
+            c *= 2
+            x = ResidualBlock(c, name=f"reduce_{stage}")(x, train)
+        for i in range(cells_per_stage):
+            x = cell(x, c, f"stage_{stage}_cell_{i}")
+    x = nn.relu(batch_norm(train, affine=True, name="final_bn")(x))
+    return nn.Dense(num_classes, name="classifier")(jnp.mean(x, axis=(1, 2)))
