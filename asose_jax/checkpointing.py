@@ -1,6 +1,8 @@
-"""Preemption-safe checkpoints of a search: the state pytree plus the driver's progress, with orbax.
+"""Preemption-safe checkpoints of a run (a search, or training from scratch): the state pytree plus the
+driver's progress, with orbax.
 
-A checkpoint holds two items:
+A search's checkpoint holds two items (training from scratch saves its state dict and its epoch, wall time
+and ``metrics.jsonl`` length the same way):
 
 * ``state``: the whole train-state dict (weights, BN state, logits, both optimiser states, PRNG key
   data, global step);
@@ -30,7 +32,7 @@ def has_checkpoint(workdir: str | pathlib.Path) -> bool:
 
 
 class Checkpoints:
-    """The checkpoints of one run directory (``workdir/checkpoints/<global step>``), newest ``keep`` kept."""
+    """The checkpoints of one run directory (``workdir/checkpoints/<save index>``), newest ``keep`` kept."""
 
     def __init__(self, workdir: str | pathlib.Path, keep: int):
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)

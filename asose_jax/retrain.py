@@ -9,6 +9,7 @@ Run directory::
     summary.json    test accuracy with and without flip TTA (EMA and raw weights), parameter counts,
                     FLOPs per image, images/s, wall time, device
     curves.png      the learning curves
+    checkpoints/    orbax checkpoints after each epoch: rerunning the command continues a killed run
 
 The state is a plain dict of pytrees::
 
@@ -34,6 +35,7 @@ import optax
 from jax.sharding import Mesh
 
 from asose_jax import plots
+from asose_jax.checkpointing import Checkpoints
 from asose_jax.conv import auto_impl
 from asose_jax.genotypes import DartsGenotype, genotype_to_json, resolve_genotype, save_genotype
 from asose_jax.initializers import init_variables
@@ -52,6 +54,7 @@ from asose_jax.parallel import (
 )
 from asose_jax.progress import Progress
 from asose_jax.retrain_config import TrainConfig
+from asose_jax.run_config import first_difference
 from asose_jax.schedules import learning_rate_schedule
 from asose_jax.spaces import count_params
 from asose_jax.steps import accuracy, cross_entropy
@@ -196,16 +199,27 @@ def flops_per_image(net: nn.Module, variables: dict, image_shape: tuple[int, int
     return float(cost["flops"]) if isinstance(cost, dict) and "flops" in cost else None
 
 
-def _check_workdir(workdir: pathlib.Path) -> None:
-    if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
-        raise ValueError(f"--workdir {workdir} already exists and is not empty; choose a new --workdir")
+def _saved_config(workdir: pathlib.Path) -> dict | None:
+    """The configuration of the unfinished training run in ``workdir``, or None for a new or empty one;
+    refuses a file, a finished run and a directory that holds something else."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir {workdir} is a file; choose a directory")
+    if not workdir.is_dir() or not any(workdir.iterdir()):
+        return None
+    if (workdir / "summary.json").exists() or not (workdir / "config.json").exists():
+        raise ValueError(f"--workdir {workdir} holds a finished run or something else; choose a new --workdir")
+    try:
+        return json.loads((workdir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {workdir / 'config.json'} ({err}); choose a new --workdir") from None
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict:
     """Trains the network of ``config.genotype`` on ``config.data`` and evaluates it on the test split;
-    fills ``workdir`` (which must be new or empty) and returns the summary."""
+    fills ``workdir`` and returns the summary. A ``workdir`` holding an unfinished run with the same settings
+    continues from its last finished epoch (same batches, same result); any other non-empty one is refused."""
     workdir = pathlib.Path(workdir)
-    _check_workdir(workdir)
+    saved = _saved_config(workdir)
     genotype = resolve_genotype(config.genotype)
     data = load_data(config.data, config.data_dir, config.train_limit)
     auxiliary = config.auxiliary_weight > 0 and isinstance(genotype, DartsGenotype)
@@ -235,9 +249,16 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
     }  # fmt: skip
     network = {"init_channels": net.init_channels, "auxiliary": auxiliary,
                "depth": getattr(net, "layers", getattr(net, "cells_per_stage", None))}  # fmt: skip
-    if is_primary():
+    config_json = {**config.to_json(), "network": network}
+    if saved is not None and (difference := first_difference(saved, config_json)):
+        setting, old, new = difference
+        raise ValueError(
+            f"--workdir {workdir} holds an unfinished run made with {setting} {old!r}, but this run asks for "
+            f"{new!r}; rerun with the run's settings to continue it, or choose a new --workdir"
+        )
+    if is_primary() and saved is None:
         workdir.mkdir(parents=True, exist_ok=True)
-        write_json(workdir / "config.json", {**config.to_json(), "network": network})
+        write_json(workdir / "config.json", config_json)
         save_genotype(workdir / "genotype.json", genotype)
 
     images, labels, test_images, test_labels = replicate((data.x_train, data.y_train, data.x_test, data.y_test), mesh)
@@ -259,8 +280,15 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
         return state["ema"] if "ema" in state else {"params": state["params"], "batch_stats": state["batch_stats"]}
 
     writer = MetricsWriter(workdir / "metrics.jsonl", enabled=is_primary())
-    start, train_seconds, rates = time.perf_counter(), 0.0, []
-    for epoch in range(1, config.epochs + 1):
+    checkpoints = Checkpoints(workdir, keep=2)
+    done = {"epoch": 0, "metrics_bytes": 0, "wall_time_s": 0.0, "train_seconds": 0.0, "rates": []}
+    if checkpoints.latest_step() is not None:  # continue an interrupted run from its last finished epoch
+        state, done = checkpoints.restore(state)
+        print(f"continuing {workdir} after epoch {done['epoch']}", flush=True)
+    writer.truncate(done["metrics_bytes"])
+    start = time.perf_counter() - done["wall_time_s"]
+    train_seconds, rates = done["train_seconds"], list(done["rates"])
+    for epoch in range(done["epoch"] + 1, config.epochs + 1):
         order = epoch_batches((config.seed, epoch), np.arange(n_train), batch, steps_per_epoch)
         order = order.reshape(dispatches, k, batch)
         progress = Progress(dispatches, f"epoch {epoch}/{config.epochs}")
@@ -299,6 +327,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
         writer.write(record)
         print(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.2f}% | "
               f"test acc {test['acc']:.2f}% | {rates[-1]:.0f} img/s", flush=True)  # fmt: skip
+        done = {"epoch": epoch, "metrics_bytes": writer.tell(), "wall_time_s": time.perf_counter() - start,
+                "train_seconds": train_seconds, "rates": rates}  # fmt: skip
+        checkpoints.save(epoch, state, done)
+    checkpoints.close()
     writer.close()
 
     final = evaluate(evaluated_weights())

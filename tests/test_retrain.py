@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import IMAGE
 
+from asose_jax import retrain
 from asose_jax.genotypes import ChainGenotype
 from asose_jax.metrics_log import read_metrics
 from asose_jax.networks import build_network
@@ -124,6 +125,45 @@ def test_cli_end_to_end(tmp_path, npz_path):
     assert epochs[-1]["step"] == summary["steps"] == 2 * 8  # 40 // 8 = 5 steps, rounded up to 2 dispatches of 4
 
 
+def test_killed_run_continues_to_the_same_result(tmp_path, npz_path, monkeypatch):
+    """A run killed after epoch 2's checkpoint, rerun with the same command, ends where an uninterrupted run ends."""
+    genotype = tmp_path / "genotype.json"
+    genotype.write_text(json.dumps({"space": "chain", "ops": list(GENOTYPE.ops)}))
+
+    def args(workdir):
+        return _args(str(genotype), npz_path, workdir, "--epochs", "3")
+
+    assert cifar10_train.main(args(tmp_path / "whole")) == 0
+    save = retrain.Checkpoints.save
+
+    def save_then_die(self, step, state, progress):
+        save(self, step, state, progress)
+        if progress["epoch"] == 2:
+            self.manager.wait_until_finished()
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(retrain.Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        cifar10_train.main(args(tmp_path / "killed"))
+    monkeypatch.undo()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    assert cifar10_train.main(args(tmp_path / "killed")) == 0
+    whole, resumed = ([r for r in read_metrics(tmp_path / name / "metrics.jsonl") if r["event"] == "epoch"]
+                      for name in ("whole", "killed"))  # fmt: skip
+    assert [r["epoch"] for r in resumed] == [1, 2, 3]
+    for a, b in zip(whole, resumed, strict=True):
+        assert (a["train_loss"], a["test_acc"]) == (b["train_loss"], b["test_acc"])
+    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("whole", "killed")]
+    assert summaries[0]["test_loss"] == summaries[1]["test_loss"]
+
+
+def test_cli_refuses_to_continue_with_other_settings(tmp_path, npz_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"genotype": "NB201_BEST", "epochs": 5}))
+    assert cifar10_train.main(_args("NB201_BEST", npz_path, tmp_path / "run")) == 2
+    assert "holds an unfinished run made with" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -151,7 +191,7 @@ def test_cli_refuses_a_used_workdir(tmp_path, npz_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")
     assert cifar10_train.main(_args("NB201_BEST", npz_path, tmp_path / "run")) == 2
-    assert "choose a new --workdir" in capsys.readouterr().err
+    assert "holds a finished run or something else; choose a new --workdir" in capsys.readouterr().err
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
