@@ -29,14 +29,20 @@ INIT_MODES = ("auto", "on", "off")
 
 
 def initialize(mode: str = "auto") -> None:
-    """Starts JAX's distributed runtime (``jax.distributed.initialize()``, which finds the coordinator on
-    Cloud TPU, SLURM and Open MPI by itself): ``on`` always, ``auto`` on a TPU pod slice with several
-    workers (``TPU_WORKER_HOSTNAMES`` lists more than one), ``off`` never. Call it before anything else
-    touches the devices."""
+    """Starts JAX's distributed runtime: ``on`` always, ``auto`` on a TPU pod slice with several workers
+    (``TPU_WORKER_HOSTNAMES`` lists more than one), ``off`` never. Call it before anything touches a device.
+
+    ``jax.distributed.initialize()`` finds the coordinator on Cloud TPU, SLURM and Open MPI by itself;
+    elsewhere set ``JAX_COORDINATOR_ADDRESS=host:port``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` on
+    every process. CPU processes exchange data through gloo.
+    """
     if mode not in INIT_MODES:
         raise ValueError(f"unknown --distributed {mode!r}; use one of {', '.join(INIT_MODES)}")
     if mode == "on" or (mode == "auto" and "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")):
-        jax.distributed.initialize()
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        given = {name: int(os.environ[var]) for name, var in (("num_processes", "JAX_NUM_PROCESSES"),
+                 ("process_id", "JAX_PROCESS_ID")) if var in os.environ}  # fmt: skip
+        jax.distributed.initialize(**given)
 
 
 def make_mesh(devices: list | None = None) -> Mesh:
