@@ -18,6 +18,11 @@ Module map:
   cycle          the phases of one cycle, the global schedule length, the plateau rule
   train          train_and_evaluate(config, workdir): the search driver and its run directory
   checkpointing  orbax checkpoints of the state and the run's position (exact resume)
+  networks       discrete networks from genotypes (chain, DARTS NetworkCIFAR, NAS-Bench-201) for retraining
+  retrain_config TrainConfig and the standard / fast recipes
+  retrain        train_and_evaluate(config, workdir): training a genotype from scratch
+  parallel       the device mesh, shardings, multi-host initialisation (data parallelism)
+  cli            what the command-line entry points share
   metrics_log    JSON-lines metrics
   progress       the progress line
   plots          PNG plots from metrics.jsonl
