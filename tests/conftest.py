@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import pathlib
 
 import jax
+import numpy as np
 import pytest
 
 # Tiny programs: XLA's optimisations cost more compile time than they save run time.
@@ -47,3 +49,19 @@ def make_batch(seed: int, size: int = 4, num_classes: int = 10) -> dict:
 @pytest.fixture
 def batch():
     return make_batch(0)
+
+
+def write_tiny_npz(path: pathlib.Path, n_train: int = 48, n_test: int = 16, seed: int = 0) -> pathlib.Path:
+    """Random uint8 ``IMAGE x IMAGE`` images and labels in the ``.npz`` layout the data source reads."""
+    rng = np.random.default_rng(seed)
+    x_train = rng.integers(0, 256, (n_train, IMAGE, IMAGE, 3), dtype=np.uint8)
+    y_train = rng.integers(0, 10, n_train)
+    x_test = rng.integers(0, 256, (n_test, IMAGE, IMAGE, 3), dtype=np.uint8)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=rng.integers(0, 10, n_test))
+    return path
+
+
+@pytest.fixture(scope="module")
+def npz_path(tmp_path_factory) -> pathlib.Path:
+    """A tiny synthetic data set: 48 training and 16 test images."""
+    return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz")

@@ -146,16 +146,6 @@ def test_retrain_iteration_matches_one_device(data):
     chex.assert_trees_all_close(sharded, single, rtol=2e-5, atol=2e-6)
 
 
-@pytest.fixture(scope="module")
-def npz_path(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (N_IMAGES, IMAGE, IMAGE, 3), dtype=np.uint8),
-             y_train=rng.integers(0, 10, N_IMAGES), x_test=rng.integers(0, 256, (16, IMAGE, IMAGE, 3), dtype=np.uint8),
-             y_test=rng.integers(0, 10, 16))  # fmt: skip
-    return path
-
-
 def _search_args(npz_path, workdir, batch):
     return ["--preset", "smoke", "--data", f"npz:{npz_path}", "--workdir", str(workdir), "--compilation-cache", "",
             "--init-channels", "4", "--depth", "2", "--ops", "skip_connect,sep_conv_3x3", "--batch-size", str(batch),

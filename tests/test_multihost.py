@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -22,15 +21,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def npz_path(tmp_path_factory) -> pathlib.Path:
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (48, 8, 8, 3), dtype=np.uint8), y_train=rng.integers(0, 10, 48),
-             x_test=rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), y_test=rng.integers(0, 10, 16))  # fmt: skip
-    return path
 
 
 def _args(npz_path, workdir) -> list[str]:

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import write_tiny_npz
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -26,11 +27,7 @@ CACHE = os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/asose_jax_xla_cache")
 
 @pytest.fixture(scope="module")
 def npz_path(tmp_path_factory) -> pathlib.Path:
-    rng = np.random.default_rng(1)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (48, 8, 8, 3), dtype=np.uint8), y_train=rng.integers(0, 10, 48),
-             x_test=rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), y_test=rng.integers(0, 10, 16))  # fmt: skip
-    return path
+    return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz", seed=1)
 
 
 def command(npz_path, workdir, *extra) -> list[str]:

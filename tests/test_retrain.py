@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import IMAGE
+from conftest import IMAGE, write_tiny_npz
 
 from asose_jax import retrain
 from asose_jax.genotypes import ChainGenotype
@@ -86,12 +86,7 @@ def test_loss_decreases_on_a_fixed_batch(data):
 
 @pytest.fixture(scope="module")
 def npz_path(tmp_path_factory) -> pathlib.Path:
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (N_TRAIN, IMAGE, IMAGE, 3), dtype=np.uint8),
-             y_train=rng.integers(0, 10, N_TRAIN), y_test=rng.integers(0, 10, N_TEST),
-             x_test=rng.integers(0, 256, (N_TEST, IMAGE, IMAGE, 3), dtype=np.uint8))  # fmt: skip
-    return path
+    return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz", N_TRAIN, N_TEST)
 
 
 def _args(genotype: str, npz_path, workdir, *extra) -> list[str]:

@@ -21,20 +21,6 @@ import plot_run  # noqa: E402
 N_TRAIN, N_TEST, BATCH = 48, 16, 8
 
 
-@pytest.fixture(scope="module")
-def npz_path(tmp_path_factory) -> pathlib.Path:
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(
-        path,
-        x_train=rng.integers(0, 256, (N_TRAIN, 8, 8, 3), dtype=np.uint8),
-        y_train=rng.integers(0, 10, N_TRAIN),
-        x_test=rng.integers(0, 256, (N_TEST, 8, 8, 3), dtype=np.uint8),
-        y_test=rng.integers(0, 10, N_TEST),
-    )
-    return path
-
-
 def tiny_args(npz_path, workdir, *extra) -> list[str]:
     return [
         "--preset", "smoke", "--data", f"npz:{npz_path}", "--workdir", str(workdir), "--compilation-cache", "",
