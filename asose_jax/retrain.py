@@ -58,7 +58,7 @@ from asose_jax.run_config import first_difference
 from asose_jax.schedules import learning_rate_schedule
 from asose_jax.spaces import count_params
 from asose_jax.steps import accuracy, cross_entropy
-from asose_jax.train import device_description
+from asose_jax.train import device_description, existing_config
 
 State = dict
 
@@ -199,27 +199,12 @@ def flops_per_image(net: nn.Module, variables: dict, image_shape: tuple[int, int
     return float(cost["flops"]) if isinstance(cost, dict) and "flops" in cost else None
 
 
-def _saved_config(workdir: pathlib.Path) -> dict | None:
-    """The configuration of the unfinished training run in ``workdir``, or None for a new or empty one;
-    refuses a file, a finished run and a directory that holds something else."""
-    if workdir.exists() and not workdir.is_dir():
-        raise ValueError(f"--workdir {workdir} is a file; choose a directory")
-    if not workdir.is_dir() or not any(workdir.iterdir()):
-        return None
-    if (workdir / "summary.json").exists() or not (workdir / "config.json").exists():
-        raise ValueError(f"--workdir {workdir} holds a finished run or something else; choose a new --workdir")
-    try:
-        return json.loads((workdir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read {workdir / 'config.json'} ({err}); choose a new --workdir") from None
-
-
 def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict:
     """Trains the network of ``config.genotype`` on ``config.data`` and evaluates it on the test split;
     fills ``workdir`` and returns the summary. A ``workdir`` holding an unfinished run with the same settings
     continues from its last finished epoch (same batches, same result); any other non-empty one is refused."""
     workdir = pathlib.Path(workdir)
-    saved = _saved_config(workdir)
+    saved = existing_config(workdir)
     genotype = resolve_genotype(config.genotype)
     data = load_data(config.data, config.data_dir, config.train_limit)
     auxiliary = config.auxiliary_weight > 0 and isinstance(genotype, DartsGenotype)

@@ -149,7 +149,8 @@ class Interrupted(Exception):
 
 
 def existing_config(workdir: pathlib.Path) -> dict | None:
-    """The saved configuration of the run in ``workdir``, or None for a new or empty directory.
+    """The saved configuration of the unfinished run (search or training) in ``workdir``, or None for a new or
+    empty directory.
 
     Refuses a file, a directory that holds something other than a run, and a finished run.
     """
@@ -166,7 +167,7 @@ def existing_config(workdir: pathlib.Path) -> dict | None:
         ) from None
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read the run in --workdir {workdir} ({err}); choose a new --workdir") from None
-    if "val_acc" in summary:
+    if summary and not summary.get("dry_run"):  # a search's or a training run's final summary
         raise ValueError(f"--workdir {workdir} holds a finished run (summary.json); choose a new --workdir")
     return saved
 

@@ -118,6 +118,8 @@ def test_cli_end_to_end(tmp_path, npz_path):
     assert [r["epoch"] for r in epochs] == [1, 2]
     assert steps and all(r["step"] % 4 == 0 for r in steps)  # every --log-every steps (K = 4 per dispatch)
     assert epochs[-1]["step"] == summary["steps"] == 2 * 8  # 40 // 8 = 5 steps, rounded up to 2 dispatches of 4
+    assert cifar10_train.main(_args(str(genotype_path), npz_path, workdir)) == 2  # a finished run is kept
+    assert json.loads((workdir / "summary.json").read_text()) == summary
 
 
 def test_killed_run_continues_to_the_same_result(tmp_path, npz_path, monkeypatch):
@@ -186,7 +188,7 @@ def test_cli_refuses_a_used_workdir(tmp_path, npz_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")
     assert cifar10_train.main(_args("NB201_BEST", npz_path, tmp_path / "run")) == 2
-    assert "holds a finished run or something else; choose a new --workdir" in capsys.readouterr().err
+    assert "holds no asose-jax run; choose a new --workdir" in capsys.readouterr().err
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
