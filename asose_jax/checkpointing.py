@@ -61,6 +61,11 @@ class Checkpoints:
         )
         return restored["state"], restored["progress"]
 
+    def restore_progress(self, step: int | None = None) -> dict:
+        """Only the JSON ``progress`` of ``step`` (default: the newest), e.g. to rebuild a grown model first."""
+        step = self.latest_step() if step is None else step
+        return self.manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))["progress"]
+
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()

@@ -20,11 +20,43 @@ from asose_jax.metrics_log import write_json
 from asose_jax.operations import check_op_names
 from asose_jax.spaces import darts as darts_space
 from asose_jax.spaces import nb201 as nb201_space
+from asose_jax.spaces.chain import ChainArchitecture, ChainBlockSpec
 
 
 @dataclasses.dataclass(frozen=True)
 class ChainGenotype:
+    """A discrete chain network: per block its op and, for grown networks, its stage, gate and branch ops.
+
+    ``widths``: the channels of each stage relative to the network's initial channels. Empty fields take
+    the ungrown layout: blocks from ``len(ops) // 2`` on in stage 1, widths (1, 2), no gates, no branches.
+    """
+
     ops: tuple[str, ...]
+    stages: tuple[int, ...] = ()
+    gated: tuple[bool, ...] = ()
+    branches: tuple[tuple[str, ...], ...] = ()
+    widths: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        n = len(self.ops)
+        defaults = {"stages": tuple(int(i >= n // 2) for i in range(n)), "gated": (False,) * n,
+                    "branches": ((),) * n, "widths": (1.0, 2.0)}  # fmt: skip
+        for name, default in defaults.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, default)
+
+    def architecture(self, init_channels: int) -> ChainArchitecture:
+        """The network's layout at ``init_channels`` (stage ``s`` gets ``round(init_channels * widths[s])``)."""
+        blocks = tuple(
+            ChainBlockSpec(f"block_{i}", stage, gated, len(branches))
+            for i, (stage, gated, branches) in enumerate(zip(self.stages, self.gated, self.branches, strict=True))
+        )
+        channels = tuple(max(1, round(init_channels * w)) for w in self.widths)
+        return ChainArchitecture(init_channels, channels, blocks)
+
+    def edge_ops(self) -> list[tuple[tuple[str], ...]]:
+        """Per block, its edges' ops (its op, then its branches'), as ``chain_body`` takes them."""
+        return [((op,), *((b,) for b in branches)) for op, branches in zip(self.ops, self.branches, strict=True)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,12 +113,26 @@ def _darts_cell(weights: np.ndarray, op_names: Sequence[str]) -> tuple[tuple[str
     return tuple(cell)
 
 
-def derive_genotype(space: str, logits: dict, op_names: Sequence[str]) -> Genotype:
-    """The discrete architecture that ``logits`` (``{name: [E, K]}``) prefer."""
+def derive_genotype(
+    space: str, logits: dict, op_names: Sequence[str], architecture: ChainArchitecture | None = None
+) -> Genotype:
+    """The discrete architecture that ``logits`` (``{name: [E, K]}``) prefer. A chain's ``architecture``
+    (default: ungrown, one row per block) says which rows are blocks and which are branches."""
     op_names = check_op_names(op_names)
     if space == "chain":
-        w = _softmax(logits["blocks"])
-        return ChainGenotype(tuple(_best_op(row, op_names, True)[0] for row in w))
+        ops = [_best_op(row, op_names, True)[0] for row in _softmax(logits["blocks"])]
+        if architecture is None:
+            return ChainGenotype(tuple(ops))
+        if len(ops) != architecture.num_edges:
+            raise ValueError(f"{len(ops)} logit rows for a chain architecture of {architecture.num_edges} edges")
+        starts = np.cumsum([0] + [b.edges for b in architecture.blocks])
+        return ChainGenotype(
+            tuple(ops[s] for s in starts[:-1]),
+            tuple(b.stage for b in architecture.blocks),
+            tuple(b.gated for b in architecture.blocks),
+            tuple(tuple(ops[s + 1 : s + b.edges]) for s, b in zip(starts, architecture.blocks, strict=False)),
+            tuple(c / architecture.init_channels for c in architecture.stage_channels),
+        )
     if space == "darts":
         concat = tuple(range(2, 2 + darts_space.STEPS))
         return DartsGenotype(
@@ -123,7 +169,14 @@ def check_genotype(genotype: Genotype) -> Genotype:
     if isinstance(genotype, ChainGenotype):
         if not genotype.ops:
             raise ValueError("a chain genotype needs at least one op")
-        check_op_names(genotype.ops)
+        n = len(genotype.ops)
+        for name in ("stages", "gated", "branches"):
+            if (got := len(getattr(genotype, name))) != n:
+                raise ValueError(f"a chain genotype needs one {name} entry per op ({n}), got {got}")
+        if any(not w > 0 for w in genotype.widths):
+            raise ValueError(f"chain stage widths must be positive, got {list(genotype.widths)}")
+        check_op_names([*genotype.ops, *(op for branches in genotype.branches for op in branches)])
+        genotype.architecture(1)  # stage order and gates
     elif isinstance(genotype, DartsGenotype):
         for name, cell in (("normal", genotype.normal), ("reduce", genotype.reduce)):
             if len(cell) != 2 * darts_space.STEPS:
@@ -154,7 +207,13 @@ def genotype_from_json(data: dict) -> Genotype:
     space = data["space"]
     try:
         if space == "chain":
-            genotype = ChainGenotype(tuple(str(op) for op in data["ops"]))
+            genotype = ChainGenotype(
+                tuple(str(op) for op in data["ops"]),
+                tuple(int(s) for s in data.get("stages", ())),
+                tuple(bool(g) for g in data.get("gated", ())),
+                tuple(tuple(str(op) for op in b) for b in data.get("branches", ())),
+                tuple(float(w) for w in data.get("widths", ())),
+            )
         elif space == "darts":
             genotype = DartsGenotype(
                 _pairs(data["normal"]),
@@ -208,8 +267,9 @@ def genotype_edge_weights(genotype: Genotype, op_names: Sequence[str]) -> dict[s
             w[e, column[op]] = 1.0
         return w
 
-    if isinstance(genotype, ChainGenotype):
-        return {"blocks": one_hot(len(genotype.ops), dict(enumerate(genotype.ops)))}
+    if isinstance(genotype, ChainGenotype):  # rows: each block's op, then its branches' ops
+        ops = [op for edges in genotype.edge_ops() for (op,) in edges]
+        return {"blocks": one_hot(len(ops), dict(enumerate(ops)))}
     if isinstance(genotype, DartsGenotype):
         edge_of = {edge: e for e, edge in enumerate(darts_space.edge_inputs())}
         edges = len(edge_of)

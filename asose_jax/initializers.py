@@ -3,7 +3,7 @@
 ``model.init`` draws every parameter with its own key, which XLA on CPU compiles
 into one random-number kernel per leaf: minutes for a DARTS supernet. The search
 modules use Flax's default initialisers only (kernels ``lecun_normal``, scales
-one, biases zero; BN means zero, variances one), so ``init_variables`` takes the
+one, biases and growth gates zero; BN means zero, variances one), so ``init_variables`` takes the
 variable structure from ``jax.eval_shape(model.init)`` and fills all kernels
 from a single truncated-normal draw: the same distribution, one kernel to compile.
 """
@@ -18,8 +18,8 @@ import numpy as np
 # Flax's lecun_normal is variance_scaling(1, "fan_in", "truncated_normal"): a normal truncated
 # to [-2, 2] rescaled by this constant (the std of the truncated unit normal) to keep the variance.
 _TRUNCATED_STD = 0.87962566103423978
-_CONSTANT_LEAVES = {("params", "scale"): 1.0, ("params", "bias"): 0.0, ("batch_stats", "mean"): 0.0,
-                    ("batch_stats", "var"): 1.0}  # fmt: skip
+_CONSTANT_LEAVES = {("params", "scale"): 1.0, ("params", "bias"): 0.0, ("params", "gate"): 0.0,
+                    ("batch_stats", "mean"): 0.0, ("batch_stats", "var"): 1.0}  # fmt: skip
 
 
 def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int], *args, **kwargs) -> dict:

@@ -9,7 +9,7 @@ Every network is applied functionally as
 ``drop_rate`` (a scalar, may be traced) is the drop-path probability; it acts only in training.
 Ops carry affine BatchNorm, as in the evaluation networks of DARTS and NAS-Bench-201.
 
-* ``chain``: the ASO-SE line of blocks, each with its one chosen op;
+* ``chain``: the ASO-SE line of blocks, each edge (a block's op, its branches) its one chosen op;
 * ``darts``: DARTS's ``NetworkCIFAR`` (stem 3C, reductions at 1/3 and 2/3, auxiliary head at 2/3);
 * ``nb201``: the NAS-Bench-201 network (3 stages of cells, residual blocks between them).
 """
@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from asose_jax.genotypes import ChainGenotype, DartsGenotype, Genotype, NB201Genotype, check_genotype
 from asose_jax.operations import Identity, batch_norm, conv, make_op
+from asose_jax.spaces.chain import chain_body
 from asose_jax.spaces.darts import preprocess_inputs
 from asose_jax.spaces.nb201 import macro_network
 
@@ -40,9 +41,10 @@ def drop_path(x: jax.Array, rate: jax.Array | float, key: jax.Array) -> jax.Arra
 
 
 class ChainNet(nn.Module):
-    """Stem, one block per genotype op (``h = preprocess(x)``, ``ReLU(BN(conv1x1(op(h) + h)))``), pool, linear.
+    """The chain network of a genotype (``spaces.chain.chain_body``, each edge its chosen op), then a linear head.
 
-    The block at index ``depth // 2`` halves the resolution and doubles the channels, as in the search.
+    Grown genotypes keep their layout: stages and their relative widths, gated blocks (``x + g * F(x)``) and
+    zero-gated branches, the gates initialised to zero and learned (ReZero style).
     """
 
     genotype: ChainGenotype
@@ -51,20 +53,9 @@ class ChainNet(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool, drop_rate: jax.Array | float | None = None):
-        x = conv(self.init_channels, (3, 3), name="stem_conv")(images)
-        x = nn.relu(batch_norm(train, affine=True, name="stem_bn")(x))
-        depth, c = len(self.genotype.ops), self.init_channels
-        for i, op in enumerate(self.genotype.ops):
-            stride = 2 if i == depth // 2 else 1
-            c *= stride
-            h = x
-            if stride != 1 or x.shape[-1] != c:
-                h = conv(c, (1, 1), (stride, stride), name=f"block_{i}_preprocess_conv")(x)
-                h = batch_norm(train, affine=True, name=f"block_{i}_preprocess_bn")(h)
-            y = make_op(op, c, 1, affine=True, op_name=f"block_{i}_op")(h, train)
-            y = conv(c, (1, 1), name=f"block_{i}_final_conv")(y + h)
-            x = nn.relu(batch_norm(train, affine=True, name=f"block_{i}_final_bn")(y))
-        return nn.Dense(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2))), None
+        arch = self.genotype.architecture(self.init_channels)
+        features = chain_body(images, arch, self.genotype.edge_ops(), None, train)
+        return nn.Dense(self.num_classes, name="classifier")(features), None
 
 
 class DartsCell(nn.Module):

@@ -41,6 +41,15 @@ def conv(features: int, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1
     return Conv(features, kernel, stride, name=name)
 
 
+class Gate(nn.Module):
+    """``g * y`` with a learned scalar ``g`` initialised to zero: what growth puts on a new block, branch or
+    cell, so that it starts as an exact no-op."""
+
+    @nn.compact
+    def __call__(self, y: jax.Array) -> jax.Array:
+        return self.param("gate", nn.initializers.zeros, ()).astype(y.dtype) * y
+
+
 class Zero(nn.Module):
     """``none``: zeros shaped like the strided input."""
 

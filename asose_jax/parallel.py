@@ -97,18 +97,30 @@ def constrain_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
 
 
 def jit_data_parallel(
-    fn: Callable, mesh: Mesh | None, batch_args: dict[int, int], num_args: int, donate_state: bool = True
+    fn: Callable,
+    mesh: Mesh | None,
+    batch_args: dict[int, int],
+    num_args: int,
+    donate_state: bool = True,
+    static_model: bool = False,
 ) -> Callable:
     """``jax.jit(fn)`` with the state (argument 0) donated. With a mesh, explicit shardings: arguments
     in ``batch_args`` (position -> leading unsharded axes) sharded along their batch axis, the other
-    ``num_args`` arguments and every output replicated. Without a mesh, a plain jit (the baseline)."""
-    donate = (0,) if donate_state else ()
+    ``num_args`` arguments and every output replicated. Without a mesh, a plain jit (the baseline).
+
+    ``static_model``: ``fn`` takes a hashable model first, as a static argument (one trace per model);
+    positions above count the arguments after it.
+    """
+    offset = int(static_model)
+    static = (0,) if static_model else ()
+    donate = (offset,) if donate_state else ()
     if mesh is None:
-        return jax.jit(fn, donate_argnums=donate)
+        return jax.jit(fn, static_argnums=static, donate_argnums=donate)
     in_shardings = tuple(
         batch_sharding(mesh, batch_args[i]) if i in batch_args else replicated(mesh) for i in range(num_args)
     )
-    return jax.jit(fn, in_shardings=in_shardings, out_shardings=replicated(mesh), donate_argnums=donate)
+    return jax.jit(fn, static_argnums=static, in_shardings=in_shardings, out_shardings=replicated(mesh),
+                   donate_argnums=donate)  # fmt: skip
 
 
 def is_primary() -> bool:

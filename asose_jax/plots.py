@@ -1,7 +1,7 @@
 """Plots of a run, drawn from its ``metrics.jsonl`` alone (so ``experiments/plot_run.py`` can redraw them).
 
 * ``arch_weights.png``: per edge, a heatmap of ``softmax(a)`` (ops x epochs);
-* ``curves.png``: loss and accuracy over global steps, phases shaded;
+* ``curves.png``: loss and accuracy over global steps, phases shaded, growth events marked;
 * ``schedules.png``: temperature and learning rate over global steps.
 """
 
@@ -33,10 +33,18 @@ def _shade_phases(ax, phases: list[dict]) -> None:
         ax.axvline(p["step_start"], color="grey", lw=0.4)
 
 
-def _finish_step_plot(fig, axes, phases: list[dict], path: pathlib.Path) -> None:
-    """Phases shaded, x axis labelled, legends; saved and closed."""
+def _mark_growth(ax, growth: list[dict]) -> None:
+    for i, event in enumerate(growth):
+        ax.axvline(event["step"], color="tab:red", lw=1.2, ls="--", label="growth" if i == 0 else None)
+        ax.annotate(event["kind"], (event["step"], 1.0), xycoords=("data", "axes fraction"), fontsize=7,
+                    color="tab:red", ha="left", va="top", rotation=90)  # fmt: skip
+
+
+def _finish_step_plot(fig, axes, phases: list[dict], path: pathlib.Path, growth: list[dict] = ()) -> None:
+    """Phases shaded, growth events marked, x axis labelled, legends; saved and closed."""
     for ax in axes:
         _shade_phases(ax, phases)
+        _mark_growth(ax, list(growth))
         ax.set_xlabel("global step")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -44,18 +52,28 @@ def _finish_step_plot(fig, axes, phases: list[dict], path: pathlib.Path) -> None
     plt.close(fig)
 
 
+def _edge_labels(record: dict, name: str) -> list[str]:
+    """Labels of the rows of ``record["arch_weights"][name]`` (grown chains name theirs: rows move)."""
+    return record.get("edge_names", {}).get(name) or [
+        f"{name} edge {e}" for e in range(len(record["arch_weights"][name]))
+    ]
+
+
 def plot_arch_weights(epochs: list[dict], op_names: list[str], path: pathlib.Path) -> None:
-    names = sorted(epochs[0]["arch_weights"])
-    panels = [(name, e) for name in names for e in range(len(epochs[0]["arch_weights"][name]))]
+    """One heatmap per edge; an edge that growth added is blank before it existed."""
+    names = sorted(epochs[-1]["arch_weights"])
+    panels = [(name, label) for name in names for label in _edge_labels(epochs[-1], name)]
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 0.25 * len(op_names) * rows + 1.0 * rows),
                              squeeze=False, sharey=True)  # fmt: skip
     steps = [r["step"] for r in epochs]
-    for ax, (name, e) in zip(axes.flat, panels, strict=False):
-        grid = [[r["arch_weights"][name][e][k] for r in epochs] for k in range(len(op_names))]
+    for ax, (name, label) in zip(axes.flat, panels, strict=False):
+        rows = [_edge_labels(r, name) for r in epochs]
+        grid = [[r["arch_weights"][name][labels.index(label)][k] if label in labels else math.nan
+                 for r, labels in zip(epochs, rows, strict=True)] for k in range(len(op_names))]  # fmt: skip
         image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
-        ax.set_title(f"{name} edge {e}", fontsize=8)
+        ax.set_title(label, fontsize=8)
         ax.set_yticks(range(len(op_names)), op_names, fontsize=6)
         ticks = sorted({0, len(steps) - 1})
         ax.set_xticks(ticks, [str(steps[t]) for t in ticks], fontsize=6)
@@ -68,7 +86,9 @@ def plot_arch_weights(epochs: list[dict], op_names: list[str], path: pathlib.Pat
     plt.close(fig)
 
 
-def plot_curves(steps: list[dict], epochs: list[dict], phases: list[dict], path: pathlib.Path) -> None:
+def plot_curves(
+    steps: list[dict], epochs: list[dict], phases: list[dict], path: pathlib.Path, growth: list[dict] = ()
+) -> None:
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4))
     weight_steps = [r for r in steps if "loss" in r]
     arch_steps = [r for r in steps if "arch_loss" in r]
@@ -81,7 +101,7 @@ def plot_curves(steps: list[dict], epochs: list[dict], phases: list[dict], path:
     acc_ax.plot([r["step"] for r in epochs], [r["val_acc"] for r in epochs], "k.-", label="val acc (derived)")
     loss_ax.set_ylabel("cross-entropy")
     acc_ax.set_ylabel("accuracy (%)")
-    _finish_step_plot(fig, (loss_ax, acc_ax), phases, path)
+    _finish_step_plot(fig, (loss_ax, acc_ax), phases, path, growth)
 
 
 def plot_schedules(steps: list[dict], phases: list[dict], path: pathlib.Path) -> None:
@@ -101,7 +121,9 @@ def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
     if not metrics_path.is_file():
         raise ValueError(f"{run_dir} has no metrics.jsonl; pass the run directory of a search")
     records = list(read_metrics(metrics_path))
-    by_event = {event: [r for r in records if r.get("event") == event] for event in ("step", "epoch", "phase")}
+    by_event = {
+        event: [r for r in records if r.get("event") == event] for event in ("step", "epoch", "phase", "growth")
+    }
     if not by_event["epoch"]:
         raise ValueError(f"{metrics_path} has no finished epoch yet; nothing to plot")
     try:
@@ -110,7 +132,7 @@ def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
         raise ValueError(f"cannot read the op names from {run_dir / 'config.json'} ({err})") from None
     written = [run_dir / name for name in PLOT_FILES]
     plot_arch_weights(by_event["epoch"], op_names, written[0])
-    plot_curves(by_event["step"], by_event["epoch"], by_event["phase"], written[1])
+    plot_curves(by_event["step"], by_event["epoch"], by_event["phase"], written[1], by_event["growth"])
     plot_schedules(by_event["step"], by_event["phase"], written[2])
     return written
 

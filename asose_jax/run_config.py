@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from asose_jax.config import SearchConfig
+from asose_jax.growth import GROWTH_KINDS, GROWTH_MODES, STRATEGIES
 
 ARCH_PHASES = ("alternate", "alpha-only")
 NAN_POLICIES = ("stop", "skip")
@@ -27,6 +28,13 @@ class RunConfig:
     percentage points above the best before it. A checkpoint is taken every ``checkpoint_every`` steps
     (0: only at phase boundaries), the newest ``keep_checkpoints`` kept; ``nan_policy`` ``stop`` ends
     the run at a non-finite loss or gradient, ``skip`` drops that update.
+
+    Growth (chain: depth, width, branch; nb201: depth; ``asose_jax.growth`` has the rule): ``growth``
+    ``auto`` grows when the cycle-final validation accuracy has gained less than ``growth_threshold``
+    points over ``growth_window`` cycles since the last growth, ``off`` never grows; ``grow_at``
+    (``"CYCLE:KIND,..."``, cycles from 1) forces growth at those cycles instead. The plateau stop, too,
+    looks only at the cycles since the last growth, so a plateau first grows the network and stops the
+    run only once growth is capped.
     """
 
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
@@ -47,9 +55,20 @@ class RunConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
     nan_policy: str = "stop"
+    growth: str = "auto"
+    grow_at: str = ""
+    growth_window: int = 2
+    growth_threshold: float = 0.5
+    growth_strategy: str = "auto"
+    width_factor: float = 1.5
+    width_noise: float = 0.0
+    max_depth: int = 8
+    max_width: float = 2.0
+    max_branches: int = 2
+    max_params: int = 2_000_000
 
     def __post_init__(self):
-        positive = ("batch_size", "cycles", "log_every", "keep_checkpoints")
+        positive = ("batch_size", "cycles", "log_every", "keep_checkpoints", "growth_window", "max_depth", "max_params")
         non_negative = (
             "warmup_epochs",
             "arch_epochs",
@@ -57,6 +76,7 @@ class RunConfig:
             "cutout",
             "plateau_window",
             "checkpoint_every",
+            "max_branches",
         )
         for name in positive + non_negative:
             value = getattr(self, name)
@@ -81,8 +101,50 @@ class RunConfig:
             raise ValueError(f"--plateau-threshold must be >= 0 percentage points, got {self.plateau_threshold}")
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"unknown --nan-policy {self.nan_policy!r}; use one of {', '.join(NAN_POLICIES)}")
+        self._check_growth()
         if not (self.data == "tfds" or (self.data.startswith("npz:") and len(self.data) > 4)):
             raise ValueError(f"unknown --data {self.data!r}; use tfds or npz:PATH")
+
+    def _check_growth(self) -> None:
+        if self.growth not in GROWTH_MODES:
+            raise ValueError(f"unknown --growth {self.growth!r}; use one of {', '.join(GROWTH_MODES)}")
+        if self.growth_strategy not in STRATEGIES:
+            raise ValueError(f"unknown --growth-strategy {self.growth_strategy!r}; use one of {', '.join(STRATEGIES)}")
+        for name, low in (("width_factor", 1.0), ("max_width", 1.0), ("growth_threshold", 0.0), ("width_noise", 0.0)):
+            value = getattr(self, name)
+            if not (value > low if name == "width_factor" else value >= low):
+                relation = ">" if name == "width_factor" else ">="
+                raise ValueError(f"--{_flag(name)} must be {relation} {low}, got {value!r}")
+        forced = self.forced_growth()
+        if forced and self.growth == "off":
+            raise ValueError("--grow-at forces growth, but --growth is off; drop one of them")
+        supported = {"chain": GROWTH_KINDS, "nb201": ("depth",)}.get(self.search.space, ())
+        for cycle, kind in forced.items():
+            if kind not in supported:
+                raise ValueError(
+                    f"--grow-at {cycle}:{kind}: the {self.search.space} space supports "
+                    f"{', '.join(supported) or 'no growth'} (chain: depth, width, branch; nb201: depth)"
+                )
+        if self.growth_strategy not in ("auto", *supported) and self.growth != "off":
+            raise ValueError(
+                f"--growth-strategy {self.growth_strategy}: the {self.search.space} space supports "
+                f"{', '.join(supported) or 'no growth'}; use auto"
+            )
+
+    def forced_growth(self) -> dict[int, str]:
+        """``grow_at`` as ``{cycle: kind}``; raises ValueError naming a malformed entry."""
+        forced = {}
+        for entry in filter(None, (e.strip() for e in self.grow_at.split(","))):
+            cycle, _, kind = entry.partition(":")
+            if not cycle.strip().isdigit() or kind.strip() not in GROWTH_KINDS:
+                raise ValueError(
+                    f"--grow-at entry {entry!r} is not CYCLE:KIND; use e.g. 2:depth,3:width "
+                    f"(KIND one of {', '.join(GROWTH_KINDS)})"
+                )
+            if not 1 <= int(cycle) <= self.cycles or int(cycle) in forced:
+                raise ValueError(f"--grow-at cycle {cycle} must be unique and lie in 1..{self.cycles} (--cycles)")
+            forced[int(cycle)] = kind.strip()
+        return forced
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

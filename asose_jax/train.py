@@ -18,6 +18,7 @@ augments it and takes its step, so the host only sends index arrays.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -36,6 +37,17 @@ from jax.sharding import Mesh
 from asose_jax import cycle, plots
 from asose_jax.checkpointing import Checkpoints, has_checkpoint
 from asose_jax.genotypes import derive_genotype, genotype_edge_weights, genotype_to_json, save_genotype
+from asose_jax.growth import (
+    GrowthCaps,
+    Mutation,
+    architecture_json,
+    describe,
+    grow,
+    growth_kinds,
+    kinds_to_try,
+    next_mutation,
+    with_architecture,
+)
 from asose_jax.input_pipeline import (
     ImageArrays,
     augment,
@@ -59,9 +71,11 @@ from asose_jax.progress import Progress
 from asose_jax.run_config import RunConfig, first_difference
 from asose_jax.sampling import edge_entropy, is_single_path
 from asose_jax.spaces import count_params, uniform_arch_weights
+from asose_jax.spaces.chain import ChainArchitecture, ChainNetwork
 from asose_jax.steps import State, build_model, init_search_state, make_search_steps
 
 _AUG_WEIGHT, _AUG_ARCH = 2, 3  # PRNG streams of the augmentation (0 and 1 are the steps' samplers)
+_GROWTH = 4  # PRNG stream of growth (new weights and logits, width mappings)
 _SCHEDULED = ("lr", "temperature")  # reported at the epoch's last step, not averaged
 _SHOWN = (("loss", "loss", 1), ("accuracy", "acc%", 100), ("arch_loss", "arch_loss", 1), ("temperature", "tau", 1))
 
@@ -82,10 +96,10 @@ class Iterations(NamedTuple):
     evaluate: Callable
 
 
-def make_iterations(model: nn.Module, config: RunConfig, mesh: Mesh | None) -> Iterations:
-    """The jitted iterations of one architecture: data-parallel over ``mesh`` (index batches sharded,
-    everything else replicated; see ``parallel``), or, with ``mesh=None``, plain jit on one device."""
-    steps = make_search_steps(model, config.search)
+def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
+    """The jitted iterations with the model as a static first argument: each architecture (the initial
+    one, each grown one) is traced once, on its first call. Data-parallel over ``mesh`` (index batches
+    sharded, everything else replicated; see ``parallel``), or, with ``mesh=None``, plain jit."""
     advance = config.arch_phase == "alpha-only"
 
     def batch(state: State, images, labels, idx, stream: int) -> dict:
@@ -101,25 +115,35 @@ def make_iterations(model: nn.Module, config: RunConfig, mesh: Mesh | None) -> I
         kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
         return {**kept, "step": new["step"]}, {**metrics, flag: (~ok).astype(jnp.float32)}
 
-    def weights(state, images, labels, idx, uniform_arch):
+    def weights(model, state, images, labels, idx, uniform_arch):
+        steps = make_search_steps(model, config.search)
         new, metrics = steps.weight_step(state, batch(state, images, labels, idx, _AUG_WEIGHT), uniform_arch)
         return guarded(state, new, metrics, ("loss", "grad_norm"), "skipped")
 
-    def arch(state, images, labels, weight_idx, arch_idx):
+    def arch(model, state, images, labels, weight_idx, arch_idx):
+        steps = make_search_steps(model, config.search)
         train_batch = batch(state, images, labels, weight_idx, _AUG_WEIGHT)  # the weight half's batch
         new, metrics = steps.arch_step(state, batch(state, images, labels, arch_idx, _AUG_ARCH), train_batch)
         new = {**new, "step": new["step"] + 1} if advance else new
         return guarded(state, new, metrics, ("arch_loss", "arch_grad_norm"), "arch_skipped")
 
-    def evaluate(state, images, labels, idx, mask, fixed_weights):
+    def evaluate(model, state, images, labels, idx, mask, fixed_weights):
         batch = {"image": normalize(constrain_batch(images[idx], mesh)), "label": labels[idx], "mask": mask}
-        return steps.eval_step(state, batch, fixed_weights)
+        return make_search_steps(model, config.search).eval_step(state, batch, fixed_weights)
 
     return Iterations(
-        jit_data_parallel(weights, mesh, {3: 0}, 5),
-        jit_data_parallel(arch, mesh, {3: 0, 4: 0}, 5),
-        jit_data_parallel(evaluate, mesh, {3: 0, 4: 0}, 6, donate_state=False),
+        jit_data_parallel(weights, mesh, {3: 0}, 5, static_model=True),
+        jit_data_parallel(arch, mesh, {3: 0, 4: 0}, 5, static_model=True),
+        jit_data_parallel(evaluate, mesh, {3: 0, 4: 0}, 6, donate_state=False, static_model=True),
     )
+
+
+def make_iterations(
+    model: nn.Module, config: RunConfig, mesh: Mesh | None, jitted: Iterations | None = None
+) -> Iterations:
+    """The iterations of ``model``: ``jitted`` (default: a fresh ``jit_iterations``) bound to it."""
+    jitted = jit_iterations(config, mesh) if jitted is None else jitted
+    return Iterations(*(functools.partial(fn, model) for fn in jitted))
 
 
 def param_counts(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, int]:
@@ -129,6 +153,11 @@ def param_counts(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, in
         lambda x: model.init(jax.random.key(0), x, uniform_arch_weights(model), train=False), images
     )
     return {"weights": count_params(variables["params"]), "arch": sum(e * k for e, k in model.arch_shapes().values())}
+
+
+def edge_names(arch: ChainArchitecture) -> list[str]:
+    """Labels of the logit rows: ``block_3`` for a block's op, ``block_3.branch_0`` for its branches."""
+    return [name if e == 0 else f"{name}.branch_{e - 1}" for name, e in arch.edge_rows()]
 
 
 def device_description() -> str:
@@ -214,21 +243,33 @@ class _Run:
         self.images, self.labels, self.test_images, self.test_labels = replicate(
             (data.x_train, data.y_train, data.x_test, data.y_test), mesh
         )
-        self.state = replicate(init_search_state(model, config.search, data.x_train.shape[1:]), mesh)
-        self.iterations = make_iterations(model, config, mesh)
+        self.image_shape = data.x_train.shape[1:]
+        self.jitted = jit_iterations(config, mesh)
+        self.set_model(model, replicate(init_search_state(model, config.search, self.image_shape), mesh))
         self.writer = MetricsWriter(workdir / "metrics.jsonl", enabled=is_primary())
         self.checkpoints = Checkpoints(workdir, config.keep_checkpoints)
         self.progress = {"position": dict(_START), "epoch_history": [], "cycle_accuracies": [], "last_val_acc": None,
                          "stopped_early": False, "phase_start": 0, "metrics_bytes": 0, "wall_time_s": 0.0,
-                         "saves": 0}  # fmt: skip
+                         "saves": 0, "growth": [], "architecture": architecture_json(model)}  # fmt: skip
         self.session_start = time.perf_counter()
         self.signal: int | None = None
 
+    def set_model(self, model: nn.Module, state: State) -> None:
+        """The current (initial or grown) model, its state and its iterations (traced on their first call)."""
+        self.model, self.state = model, state
+        self.iterations = make_iterations(model, self.config, self.mesh, self.jitted)
+
     def resume(self) -> bool:
-        """Restores the newest checkpoint, if any, and cuts ``metrics.jsonl`` back to it."""
+        """Restores the newest checkpoint, if any (rebuilding the grown model it holds), and cuts
+        ``metrics.jsonl`` back to it."""
         if self.checkpoints.latest_step() is None:
             return False
+        progress = self.checkpoints.restore_progress()
+        if progress["architecture"] != architecture_json(self.model):
+            model = with_architecture(self.model, progress["architecture"])
+            self.set_model(model, init_search_state(model, self.config.search, self.image_shape))
         self.state, self.progress = self.checkpoints.restore(self.state)
+        self.set_model(self.model, self.state)
         self.writer.truncate(self.progress["metrics_bytes"])
         return True
 
@@ -252,7 +293,64 @@ class _Run:
             raise Interrupted(self.signal, int(self.state["step"]), self.workdir)
 
     def genotype(self):
-        return derive_genotype(self.config.search.space, jax.device_get(self.state["arch"]), self.op_names)
+        architecture = self.model.arch if isinstance(self.model, ChainNetwork) else None
+        logits = jax.device_get(self.state["arch"])
+        return derive_genotype(self.config.search.space, logits, self.op_names, architecture)
+
+    def accuracies_since_growth(self) -> list[float]:
+        """Cycle-final validation accuracies from the cycle of the last growth on (its accuracy is the grown
+        network's), or of the whole run."""
+        growth = self.progress["growth"]
+        return self.progress["cycle_accuracies"][growth[-1]["cycle"] - 1 if growth else 0 :]
+
+    def count_weights(self, model: nn.Module) -> int:
+        return param_counts(model, self.image_shape)["weights"]
+
+    def decide_growth(self, cycle_index: int) -> tuple[Mutation, str] | None:
+        """The mutation due at this cycle's mutation phase and why, or None (see ``growth``); writes a
+        ``growth_skipped`` record when growth is due but every candidate would pass a cap."""
+        config, growth = self.config, self.progress["growth"]
+        if not growth_kinds(self.model) or config.growth == "off":
+            return None
+        forced = config.forced_growth()
+        if forced:
+            if cycle_index not in forced:
+                return None
+            kinds, reason = (forced[cycle_index],), "forced (--grow-at)"
+        else:
+            since = self.accuracies_since_growth()
+            if not cycle.plateaued(since, config.growth_window, config.growth_threshold):
+                return None
+            kinds = kinds_to_try(config.growth_strategy, growth[-1]["kind"] if growth else None)
+            reason = f"plateau over {config.growth_window} cycles"
+        caps = GrowthCaps(config.max_depth, config.max_width, config.max_branches, config.max_params)
+        mutation, refused = next_mutation(self.model, kinds, caps, self.count_weights, config.width_factor)
+        if mutation is None:
+            self.writer.write({"event": "growth_skipped", "cycle": cycle_index, "step": int(self.state["step"]),
+                               "reason": reason, "capped": refused})  # fmt: skip
+            return None
+        return mutation, reason
+
+    def grow(self, cycle_index: int, mutation: Mutation, reason: str) -> dict:
+        """Applies ``mutation`` to model and state, re-binds the iterations (the next call traces the grown
+        network once) and records the event with validation accuracy just before and just after."""
+        before = self.evaluate(on_test=False, derived=True)
+        params_before = count_params(self.state["params"])
+        step = int(self.state["step"])
+        key = jax.random.fold_in(jax.random.wrap_key_data(self.state["rng"], impl=self.config.search.prng_impl), step)
+        where = describe(self.model, mutation)
+        model, state = grow(self.model, jax.device_get(self.state), mutation, jax.random.fold_in(key, _GROWTH),
+                            self.config.search.arch_init_scale, self.config.width_noise)  # fmt: skip
+        self.set_model(model, replicate(state, self.mesh))
+        after = self.evaluate(on_test=False, derived=True)
+        event = {"event": "growth", "cycle": cycle_index, "step": step, "kind": mutation.kind, "where": where,
+                 "reason": reason, "params_before": params_before, "params_after": count_params(state["params"]),
+                 "val_acc_before": before["acc"], "val_acc_after": after["acc"], "val_loss_before": before["loss"],
+                 "val_loss_after": after["loss"], "architecture": architecture_json(model)}  # fmt: skip
+        self.writer.write(event)
+        self.progress["growth"].append({k: event[k] for k in ("cycle", "step", "kind", "where")})
+        self.progress["architecture"] = event["architecture"]
+        return event
 
     def evaluate(self, on_test: bool, derived: bool) -> dict[str, float]:
         """Loss and accuracy (percent) of the derived architecture (or the softmax supernet) on the
@@ -354,6 +452,7 @@ class _Run:
             "val_loss": val["loss"], "val_acc": val["acc"],
             "entropy": jax.device_get(edge_entropy(arch)),
             "arch_weights": {name: jax.nn.softmax(a, -1) for name, a in arch.items()},
+            **({"edge_names": {"blocks": edge_names(self.model.arch)}} if isinstance(self.model, ChainNetwork) else {}),
         }  # fmt: skip
 
     def run_cycles(self, phases: tuple[cycle.Phase, ...]) -> None:
@@ -372,9 +471,11 @@ class _Run:
                 if not resuming or begin["epoch"] == 1 and begin["batch"] == 0:
                     progress["phase_start"] = int(self.state["step"])
                 if phase.name == cycle.MUTATION:
-                    # Growth is a separate feature; until it lands the mutation only records the genotype.
+                    decision = self.decide_growth(cycle_index)
+                    event = self.grow(cycle_index, *decision) if decision else None
                     self.writer.write({"event": "mutation", "cycle": cycle_index, "step": progress["phase_start"],
-                                       "growth": "none", "genotype": genotype_to_json(self.genotype())})  # fmt: skip
+                                       "growth": event["kind"] if event else "none",
+                                       "genotype": genotype_to_json(self.genotype())})  # fmt: skip
                 else:
                     for epoch in range(begin["epoch"] if resuming else 1, phase.epochs + 1):
                         train = self.run_epoch(cycle_index, phase_index, phase, epoch)
@@ -391,7 +492,7 @@ class _Run:
             if is_primary():
                 save_genotype(self.workdir / "genotype.json", self.genotype())
                 plots.plot_run(self.workdir)
-            if cycle.plateaued(progress["cycle_accuracies"], config.plateau_window, config.plateau_threshold):
+            if cycle.plateaued(self.accuracies_since_growth(), config.plateau_window, config.plateau_threshold):
                 progress["stopped_early"] = True
                 self.writer.write({"event": "early_stop", "cycle": cycle_index, "step": int(self.state["step"]),
                                    "cycle_val_acc": progress["cycle_accuracies"]})  # fmt: skip
@@ -479,6 +580,8 @@ def train_and_evaluate(
         "val_acc_supernet": val_super["acc"], "test_acc_supernet": test_super["acc"],
         "genotype": genotype_to_json(genotype), "cycles_completed": len(run.progress["cycle_accuracies"]),
         "stopped_early": run.progress["stopped_early"], "steps": int(run.state["step"]),
+        "growth": run.progress["growth"], "architecture": run.progress["architecture"],
+        "params_final": param_counts(run.model, image_shape),
         "wall_time_s": run.wall_time(), "resumed": resumed,
     })  # fmt: skip
     if is_primary():

@@ -20,7 +20,7 @@ from asose_jax.retrain import init_train_state, make_train_step, scan_steps
 from asose_jax.retrain_config import recipe
 from asose_jax.run_config import RunConfig
 from asose_jax.steps import build_model, init_search_state, make_search_steps
-from asose_jax.train import make_iterations
+from asose_jax.train import jit_iterations, make_iterations
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -103,8 +103,8 @@ def test_batches_really_are_sharded(search, data):
     assert sorted(len(s.data) for s in idx.addressable_shards) == [BATCH // 8] * 8
     stacked = parallel.shard_batch(np.arange(2 * BATCH).reshape(2, BATCH), mesh, leading=1)
     assert {s.data.shape for s in stacked.addressable_shards} == {(2, BATCH // 8)}
-    weights = make_iterations(model, config, mesh).weights
-    hlo = weights.lower(parallel.replicate(state, mesh), *data, idx, np.bool_(False)).compile().as_text()
+    weights = jit_iterations(config, mesh).weights
+    hlo = weights.lower(model, parallel.replicate(state, mesh), *data, idx, np.bool_(False)).compile().as_text()
     assert "all-reduce" in hlo  # batch statistics and gradients are reduced across the devices
 
 
@@ -117,7 +117,7 @@ def test_steps_are_traced_once(search, data):
         idx = parallel.shard_batch(np.random.default_rng(seed).permutation(N_IMAGES)[:BATCH], mesh)
         state, _ = iterations.weights(state, *data, idx, np.bool_(seed == 0))
         state, _ = iterations.arch(state, *data, idx, idx)
-    assert iterations.weights._cache_size() == 1 and iterations.arch._cache_size() == 1
+    assert iterations.weights.func._cache_size() == 1 and iterations.arch.func._cache_size() == 1
 
 
 def test_train_iteration_is_traced_once(data):

@@ -14,7 +14,7 @@ import pytest
 from conftest import IMAGE, write_tiny_npz
 
 from asose_jax import retrain
-from asose_jax.genotypes import ChainGenotype
+from asose_jax.genotypes import ChainGenotype, genotype_to_json
 from asose_jax.metrics_log import read_metrics
 from asose_jax.networks import build_network
 from asose_jax.retrain import init_train_state, make_train_step, scan_steps
@@ -105,7 +105,8 @@ def test_cli_end_to_end(tmp_path, npz_path):
                                                    "curves.png"}  # fmt: skip
     assert (workdir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((workdir / "summary.json").read_text())
-    assert summary["genotype"] == {"space": "chain", "ops": list(GENOTYPE.ops)}
+    assert summary["genotype"] == genotype_to_json(GENOTYPE)  # the ungrown layout, spelled out
+    assert summary["genotype"]["stages"] == [0, 1] and summary["genotype"]["widths"] == [1.0, 2.0]
     for key in ("test_acc", "test_acc_no_tta", "test_acc_raw_weights"):
         assert 0 <= summary[key] <= 100
     assert summary["params"] > 0 and summary["flops_per_image"] > 0 and summary["train_images_per_s"] > 0

@@ -37,8 +37,8 @@ def finished_run(npz_path, tmp_path_factory):
     seen = {"weights": [], "arch": [], "arch_train": []}
     make_iterations = train.make_iterations
 
-    def recording(model, config, mesh):
-        inner = make_iterations(model, config, mesh)
+    def recording(model, config, mesh, jitted=None):
+        inner = make_iterations(model, config, mesh, jitted)
 
         def weights(state, images, labels, idx, uniform):
             seen["weights"].append(np.asarray(idx))

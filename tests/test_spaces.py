@@ -15,7 +15,9 @@ def test_chain_reference_parameter_count():
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), images, uniform_arch_weights(model), train=False))
     assert count_params(shapes["params"]) == 278_058
     assert count_params(init_arch_logits(model, jax.random.key(0))) == 40
-    assert [c for c, _ in model.block_plan()] == [32, 32, 64, 64]
+    arch = model.arch
+    assert [arch.stage_channels[b.stage] for b in arch.blocks] == [32, 32, 64, 64]
+    assert [arch.stride(i) for i in range(4)] == [1, 1, 2, 1]
 
 
 @pytest.mark.parametrize(

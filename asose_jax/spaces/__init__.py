@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from asose_jax.operations import OP_SETS, check_op_names
-from asose_jax.spaces.chain import ChainNetwork
+from asose_jax.spaces.chain import ChainArchitecture, ChainNetwork
 from asose_jax.spaces.darts import DartsNetwork
 from asose_jax.spaces.nb201 import NB201Network
 
@@ -51,6 +51,8 @@ def build_search_model(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     ops = check_op_names(OP_SETS[op_set] if op_names is None else op_names)
+    if space == "chain":
+        return ChainNetwork(ChainArchitecture.initial(channels, depth), num_classes, ops)
     return cls(init_channels=channels, num_classes=num_classes, op_names=ops, **{depth_field: depth})
 
 

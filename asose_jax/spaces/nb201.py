@@ -1,4 +1,8 @@
-"""``nb201``: the NAS-Bench-201 network (3 stages of cells with 6 edges, one shared logit array)."""
+"""``nb201``: the NAS-Bench-201 network (3 stages of cells with 6 edges, one shared logit array).
+
+Depth growth appends gated cells ``x + g * cell(x)`` (``g`` initialised to zero) to a stage:
+``grown_cells[s]`` of them after the stage's ``cells_per_stage`` cells, sharing the cell's logits.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from asose_jax.mixed_op import MixedOp
-from asose_jax.operations import NB201_OPS, ReLUConvBN, batch_norm, conv
+from asose_jax.operations import NB201_OPS, Gate, ReLUConvBN, batch_norm, conv
 
 NODES = 4  # node 0 is the cell input, node 3 its output
 
@@ -52,7 +56,8 @@ class ResidualBlock(nn.Module):
 
 
 class NB201Network(nn.Module):
-    """Stem conv3x3 + BN, 3 stages of ``cells_per_stage`` cells at C, 2C, 4C, BN, ReLU, pool, linear.
+    """Stem conv3x3 + BN, 3 stages of ``cells_per_stage`` cells (plus ``grown_cells[s]`` gated ones) at C, 2C,
+    4C, BN, ReLU, pool, linear.
 
     Architecture weights: ``{"cell": [6, K]}``, shared by every cell.
     """
@@ -61,6 +66,7 @@ class NB201Network(nn.Module):
     cells_per_stage: int = 5
     num_classes: int = 10
     op_names: Sequence[str] = NB201_OPS
+    grown_cells: tuple[int, ...] = (0, 0, 0)
 
     def arch_shapes(self) -> dict[str, tuple[int, int]]:
         return {"cell": (len(edge_inputs()), len(self.op_names))}
@@ -70,7 +76,8 @@ class NB201Network(nn.Module):
         def cell(x, channels, name):
             return SearchCell(channels, self.op_names, name=name)(x, arch_weights["cell"], train, single_path)
 
-        return macro_network(images, self.init_channels, self.cells_per_stage, self.num_classes, cell, train)
+        return macro_network(images, self.init_channels, self.cells_per_stage, self.num_classes, cell, train,
+                             self.grown_cells)  # fmt: skip
 
 
 def macro_network(
@@ -80,10 +87,12 @@ def macro_network(
     num_classes: int,
     cell: Callable[[jax.Array, int, str], jax.Array],
     train: bool,
+    grown_cells: Sequence[int] = (0, 0, 0),
 ) -> jax.Array:
     """NAS-Bench-201's skeleton, called inside a compact module: stem conv3x3 + BN, 3 stages of
-    ``cells_per_stage`` cells (``cell(x, channels, name)``) at C, 2C, 4C joined by ``ResidualBlock``s,
-    BN, ReLU, global pool, linear. Shared by the search network and the discrete one."""
+    ``cells_per_stage`` cells (``cell(x, channels, name)``), then ``grown_cells[s]`` gated ones, at C, 2C,
+    4C joined by ``ResidualBlock``s, BN, ReLU, global pool, linear. Shared by the search network and the
+    discrete one."""
     c = init_channels
     x = batch_norm(train, affine=True, name="stem_bn")(conv(c, (3, 3), name="stem_conv")(images))
     for stage in range(3):
@@ -92,5 +101,7 @@ def macro_network(
             x = ResidualBlock(c, name=f"reduce_{stage}")(x, train)
         for i in range(cells_per_stage):
             x = cell(x, c, f"stage_{stage}_cell_{i}")
+        for i in range(grown_cells[stage]):
+            x = x + Gate(name=f"stage_{stage}_grown_{i}_gate")(cell(x, c, f"stage_{stage}_grown_{i}"))
     x = nn.relu(batch_norm(train, affine=True, name="final_bn")(x))
     return nn.Dense(num_classes, name="classifier")(jnp.mean(x, axis=(1, 2)))
