@@ -5,7 +5,7 @@ Module map:
   depthwise      depthwise convolution (shifted sum with a custom VJP on CPU, grouped conv elsewhere)
   conv           full convolution (kernel gradient as one im2col matmul on CPU)
   mixed_op       one edge: weighted sum of ops, or the single sampled op via lax.switch
-  spaces         the search networks: chain (ASO-SE), darts (cells), nb201 (NAS-Bench-201)
+  spaces         the search networks: chain (ASO-SE, growable architecture), darts (cells), nb201 (NAS-Bench-201)
   initializers   fast variable initialisation (one random draw for all kernels)
   sampling       edge weights from logits: softmax, soft Gumbel, straight-through hard Gumbel
   schedules      learning-rate and temperature schedules of the global step
@@ -16,6 +16,7 @@ Module map:
   input_pipeline tfds / .npz sources, validation, held-out architecture split, on-device augmentation
   run_config     RunConfig (data, batch, cycle, plateau stop) and the named presets
   cycle          the phases of one cycle, the global schedule length, the plateau rule
+  growth         function-preserving depth / width / branch mutations, optimiser-state surgery, the growth rule
   train          train_and_evaluate(config, workdir): the search driver and its run directory
   checkpointing  orbax checkpoints of the state and the run's position (exact resume)
   networks       discrete networks from genotypes (chain, DARTS NetworkCIFAR, NAS-Bench-201) for retraining

@@ -265,10 +265,12 @@ class _Run:
         if self.checkpoints.latest_step() is None:
             return False
         progress = self.checkpoints.restore_progress()
-        if progress["architecture"] != architecture_json(self.model):
+        if progress.get("architecture") not in (None, architecture_json(self.model)):
             model = with_architecture(self.model, progress["architecture"])
-            self.set_model(model, init_search_state(model, self.config.search, self.image_shape))
-        self.state, self.progress = self.checkpoints.restore(self.state)
+            like = replicate(init_search_state(model, self.config.search, self.image_shape), self.mesh)
+            self.set_model(model, like)  # restored arrays take its (replicated) shardings
+        self.state, restored = self.checkpoints.restore(self.state)
+        self.progress = {**self.progress, **restored}  # runs checkpointed before growth existed lack its keys
         self.set_model(self.model, self.state)
         self.writer.truncate(self.progress["metrics_bytes"])
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -23,9 +24,11 @@ def environment() -> dict:
 
 def time_compiled(fn: Callable, state, inputs: Sequence[tuple], warmup: int, steps: int):
     """``(compile seconds, median seconds per call, final state, last outputs)`` of ``fn(state, *inputs[i])``,
-    a jitted function that returns ``(state, outputs)`` (state donated), cycling through ``inputs``."""
+    a jitted function (or a ``functools.partial`` of one, e.g. bound to a static model) that returns
+    ``(state, outputs)`` (state donated), cycling through ``inputs``."""
     start = time.perf_counter()
-    compiled = fn.lower(state, *inputs[0]).compile()
+    lower = functools.partial(fn.func.lower, *fn.args) if isinstance(fn, functools.partial) else fn.lower
+    compiled = lower(state, *inputs[0]).compile()
     compile_s = time.perf_counter() - start
     for i in range(warmup):
         state, out = compiled(state, *inputs[i % len(inputs)])

@@ -170,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"dry run: {summary['params']['weights']:,} weights, {summary['params']['arch']} logits; wrote {workdir}")
     else:
+        grown = "".join(f"; grew {g['kind']} at cycle {g['cycle']} ({g['where']})" for g in summary["growth"])
         print(f"done in {summary['wall_time_s']:.0f} s: val {summary['val_acc']:.2f}% test {summary['test_acc']:.2f}% "
-              f"(derived architecture); genotype in {workdir}/genotype.json")  # fmt: skip
+              f"(derived architecture){grown}; genotype in {workdir}/genotype.json")  # fmt: skip
     return 0
 
 

@@ -4,6 +4,7 @@ architecture, and an end-to-end search with forced growth that is interrupted af
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import sys
@@ -251,10 +252,24 @@ def test_grown_models_train_and_each_architecture_is_traced_once():
             losses.append(float(metrics["loss"]))
         state, _ = iterations.arch(state, images, labels, idx, idx + 8)
         assert losses[-1] < losses[0], (mutation, losses)
+        if mutation is not None and mutation.kind == "depth":
+            assert float(state["params"]["block_2"]["gate"]["gate"]) != 0  # the new block's gate learns
     # Exactly three: at most three (no AssertionError so far), and a fourth architecture is one too many.
     with pytest.raises(AssertionError, match="traced > 3 times"):
         model, state = growth.grow(model, jax.device_get(state), Mutation("branch", 0), jax.random.key(9))
         train.make_iterations(model, config, None, jitted).weights(state, images, labels, idx, np.bool_(False))
+
+
+def test_a_grown_branch_trains(trained):
+    config, model, state = trained
+    grown_model, grown = growth.grow(model, state, MUTATIONS["branch"], jax.random.key(3))
+    weight_step = jax.jit(make_search_steps(grown_model, config).weight_step)
+    batch, losses = make_batch(5, 8), []
+    for _ in range(4):
+        grown, metrics = weight_step(grown, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < losses[0]
+    assert float(grown["params"]["block_1"]["branch_0_gate"]["gate"]) != 0  # the branch's gate learns
 
 
 def test_grown_genotypes_build_discrete_networks_with_gates_and_branches():
@@ -276,7 +291,8 @@ def test_grown_genotypes_build_discrete_networks_with_gates_and_branches():
 
 def test_search_with_forced_growth_interrupted_after_a_growth_and_resumed(npz_path, tmp_path):
     """``--grow-at 1:depth,2:branch`` on tiny synthetic data, stopped by SIGTERM right after the first growth
-    (its checkpoint holds the grown network) and resumed: every growth is recorded once, with the accuracy
+    (its checkpoint holds the grown network) and resumed: each step function is traced exactly three times
+    over the two growths (across both processes' halves), every growth is recorded once with the accuracy
     unchanged by it, and the final genotype is the grown one."""
     workdir = tmp_path / "run"
     flags = [
@@ -284,17 +300,32 @@ def test_search_with_forced_growth_interrupted_after_a_growth_and_resumed(npz_pa
         "--init-channels", "4", "--depth", "2", "--ops", ",".join(OPS), "--batch-size", "8", "--cycles", "3",
         "--warmup-epochs", "1", "--log-every", "1", "--grow-at", "1:depth,2:branch",
     ]  # fmt: skip
-    real_grow = train._Run.grow
+    real_grow, real_jit, traces = train._Run.grow, train.jit_data_parallel, {"weights": 0, "arch": 0}
 
     def grow_then_stop(run, *args):
         event = real_grow(run, *args)
         run.signal = 15  # as SIGTERM would: checkpoint at the next boundary and stop
         return event
 
+    def counting_jit(fn, *args, **kwargs):
+        if fn.__name__ not in traces:  # the evaluation function is traced per edge-weight structure too
+            return real_jit(fn, *args, **kwargs)
+
+        @functools.wraps(fn)
+        def traced(*a, **k):  # the Python body runs only while jax traces
+            traces[fn.__name__] += 1
+            return fn(*a, **k)
+
+        return real_jit(chex.assert_max_traces(traced, n=3), *args, **kwargs)
+
+    chex.clear_trace_counter()
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "jit_data_parallel", counting_jit)
         patch.setattr(train._Run, "grow", grow_then_stop)
         assert cifar10_search.main(flags) == 128 + 15
-    assert cifar10_search.main([*flags, "--resume"]) == 0
+        patch.setattr(train._Run, "grow", real_grow)
+        assert cifar10_search.main([*flags, "--resume"]) == 0
+    assert traces == {"weights": 3, "arch": 3}  # two growths, three architectures, one trace each
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     events = [r for r in records if r["event"] == "growth"]
     assert [(e["cycle"], e["kind"], e["where"]) for e in events] == [
