@@ -35,6 +35,7 @@ resolution, cheaper).
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -198,7 +199,8 @@ class Widening:
             if path[-1] == "kernel" and axis == leaf.ndim - 2:
                 out = out / counts.reshape((-1,) + (1,) * (leaf.ndim - 1 - axis))
         if self.noise and path[-1] == "kernel" and leaf.ndim - 1 in changed:
-            eps = np.asarray(jax.random.normal(jax.random.fold_in(self.key, hash(path) % 2**31), out.shape))
+            leaf_key = jax.random.fold_in(self.key, zlib.crc32("/".join(path).encode()) % 2**31)  # stable across runs
+            eps = np.asarray(jax.random.normal(leaf_key, out.shape))
             out = out.copy()
             out[..., self.old :] *= 1 + self.noise * eps[..., self.old :]
         return out.astype(leaf.dtype)

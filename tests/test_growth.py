@@ -344,3 +344,25 @@ def test_search_with_forced_growth_interrupted_after_a_growth_and_resumed(npz_pa
     assert summary["params_final"]["arch"] == 4 * len(OPS)
     build_network(genotype_from_json(genotype), init_channels=4)  # retrainable
     assert (workdir / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--grow-at", "2"], "'2' is not CYCLE:KIND"),
+        (["--grow-at", "2:deeper"], "'2:deeper' is not CYCLE:KIND"),
+        (["--grow-at", "9:depth"], "must be unique and lie in 1..3"),
+        (["--grow-at", "1:depth", "--growth", "off"], "--growth is off"),
+        (["--grow-at", "1:width", "--space", "nb201"], "the nb201 space supports depth"),
+        (["--grow-at", "1:depth", "--space", "darts"], "the darts space supports no growth"),
+        (["--growth", "sometimes"], "unknown --growth 'sometimes'"),
+        (["--width-factor", "1"], "--width-factor must be > 1.0"),
+        (["--growth-strategy", "branch", "--space", "nb201"], "--growth-strategy branch"),
+    ],
+)
+def test_bad_growth_flags_fail_in_one_line(flags, message, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert cifar10_search.main(["--preset", "smoke", "--cycles", "3", "--workdir", str(workdir), *flags]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not workdir.exists()
