@@ -72,6 +72,7 @@ def test_drop_path_and_auxiliary_head_act_only_in_training():
     variables = init_variables(net, jax.random.key(0), (32, 32, 3), train=False)
     images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
 
+    @jax.jit  # one compilation; the rate is traced, as in the training step
     def train_logits(rate, seed):
         (logits, aux), _ = net.apply(variables, images, train=True, drop_rate=rate,
                                      rngs={"drop_path": jax.random.key(seed)}, mutable=["batch_stats"])  # fmt: skip
@@ -81,9 +82,10 @@ def test_drop_path_and_auxiliary_head_act_only_in_training():
     chex.assert_shape(aux, (2, 10))
     assert not np.allclose(logits, train_logits(0.5, 1)[0])  # different paths dropped
     chex.assert_trees_all_close(train_logits(0.0, 0)[0], train_logits(0.0, 1)[0])  # rate 0: nothing dropped
-    evaluated = [net.apply(variables, images, train=False, drop_rate=0.5)[0] for _ in range(2)]
-    chex.assert_trees_all_close(*evaluated)
-    assert net.apply(variables, images, train=False, drop_rate=0.5)[1] is None
+    evaluate = jax.jit(lambda rate: net.apply(variables, images, train=False, drop_rate=rate))
+    logits, aux = evaluate(0.5)
+    chex.assert_trees_all_close(logits, evaluate(0.0)[0])  # the rate has no effect in evaluation
+    assert aux is None
 
 
 def test_drop_path_maths():

@@ -84,9 +84,14 @@ def test_every_logit_of_every_edge_gets_a_gradient(sampler, batch):
     assert jnp.all(grads["blocks"] != 0), grads["blocks"]
 
 
+# DARTS with 4 of its 8 ops (one of each kind: zero, identity, convolution, pooling): every edge of both cell
+# types is covered at a fraction of the full op set's compile time.
+CELL_OPS = {"darts": ("none", "skip_connect", "sep_conv_3x3", "max_pool_3x3"), "nb201": None}
+
+
 @pytest.mark.parametrize("space", ["darts", "nb201"])
 def test_every_logit_gets_a_gradient_in_cell_spaces(space, batch):
-    _, _, state, steps = search_setup(space, sampler="softmax")
+    _, _, state, steps = search_setup(space, sampler="softmax", op_names=CELL_OPS[space])
     grads, _ = jax.jit(steps.arch_grad)(state, batch)
     chex.assert_trees_all_equal_shapes(grads, state["arch"])
     for name, g in grads.items():
