@@ -322,7 +322,7 @@ def exceeded_cap(
 ) -> str | None:
     """The cap that ``mutation`` would break (a one-line description), or None."""
     grown = grown_model(model, mutation)
-    if depth_of(grown) > caps.max_depth:
+    if mutation.kind == "depth" and depth_of(grown) > caps.max_depth:
         return f"--max-depth {caps.max_depth}"
     if isinstance(grown, ChainNetwork):
         arch = grown.arch

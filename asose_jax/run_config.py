@@ -33,8 +33,8 @@ class RunConfig:
     ``auto`` grows when the cycle-final validation accuracy has gained less than ``growth_threshold``
     points over ``growth_window`` cycles since the last growth, ``off`` never grows; ``grow_at``
     (``"CYCLE:KIND,..."``, cycles from 1) forces growth at those cycles instead. The plateau stop, too,
-    looks only at the cycles since the last growth, so a plateau first grows the network and stops the
-    run only once growth is capped.
+    looks only at the cycles since the last growth, and with ``auto`` waits while a mutation still fits the
+    caps, so a plateau first grows the network and stops the run only once growth is capped.
     """
 
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)

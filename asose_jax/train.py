@@ -325,13 +325,28 @@ class _Run:
                 return None
             kinds = kinds_to_try(config.growth_strategy, growth[-1]["kind"] if growth else None)
             reason = f"plateau over {config.growth_window} cycles"
-        caps = GrowthCaps(config.max_depth, config.max_width, config.max_branches, config.max_params)
-        mutation, refused = next_mutation(self.model, kinds, caps, self.count_weights, config.width_factor)
+        mutation, refused = self.next_mutation(kinds)
         if mutation is None:
             self.writer.write({"event": "growth_skipped", "cycle": cycle_index, "step": int(self.state["step"]),
                                "reason": reason, "capped": refused})  # fmt: skip
             return None
         return mutation, reason
+
+    def next_mutation(self, kinds) -> tuple[Mutation | None, list[str]]:
+        config = self.config
+        caps = GrowthCaps(config.max_depth, config.max_width, config.max_branches, config.max_params)
+        return next_mutation(self.model, kinds, caps, self.count_weights, config.width_factor)
+
+    def can_still_grow(self) -> bool:
+        """Whether plateau-triggered growth is on and some mutation still fits the caps."""
+        config = self.config
+        if config.growth == "off" or config.forced_growth() or not growth_kinds(self.model):
+            return False
+        growth = self.progress["growth"]
+        return (
+            self.next_mutation(kinds_to_try(config.growth_strategy, growth[-1]["kind"] if growth else None))[0]
+            is not None
+        )
 
     def grow(self, cycle_index: int, mutation: Mutation, reason: str) -> dict:
         """Applies ``mutation`` to model and state, re-binds the iterations (the next call traces the grown
@@ -494,7 +509,8 @@ class _Run:
             if is_primary():
                 save_genotype(self.workdir / "genotype.json", self.genotype())
                 plots.plot_run(self.workdir)
-            if cycle.plateaued(self.accuracies_since_growth(), config.plateau_window, config.plateau_threshold):
+            plateau = cycle.plateaued(self.accuracies_since_growth(), config.plateau_window, config.plateau_threshold)
+            if plateau and not self.can_still_grow():  # a plateau grows the network first
                 progress["stopped_early"] = True
                 self.writer.write({"event": "early_stop", "cycle": cycle_index, "step": int(self.state["step"]),
                                    "cycle_val_acc": progress["cycle_accuracies"]})  # fmt: skip

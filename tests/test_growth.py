@@ -160,7 +160,8 @@ def test_mutated_architectures_and_gates():
         growth.mutate_architecture(arch, Mutation("branch", 0)), Mutation("branch", 0)
     )
     assert branched.edge_rows() == [("block_0", 0), ("block_0", 1), ("block_0", 2), ("block_1", 0)]
-    assert ChainArchitecture.from_json(json.loads(json.dumps(branched.to_json()))) == branched
+    assert json.loads(json.dumps(branched.to_json())) == branched.to_json()  # saved copies compare equal
+    assert ChainArchitecture.from_json(branched.to_json()) == branched
     with pytest.raises(ValueError, match="stride 1"):  # a gated block cannot start the reduction stage
         ChainArchitecture(4, (4, 8), (deeper.blocks[0], dataclasses.replace(deeper.blocks[2], gated=True)))
 
@@ -178,6 +179,8 @@ def test_the_rule_chooses_targets_rotates_kinds_and_respects_caps():
     caps = GrowthCaps(max_depth=4, max_width=2.0, max_branches=1, max_params=10**9)
     mutation, refused = growth.next_mutation(model, ("depth", "width"), caps, lambda m: 0, 1.5)
     assert mutation == Mutation("width", 1, 1.5) and refused == ["depth: --max-depth 4"]
+    too_deep = GrowthCaps(max_depth=2, max_width=2.0, max_branches=1, max_params=10**9)  # only caps depth growth
+    assert growth.next_mutation(model, ("width",), too_deep, lambda m: 0, 1.5)[0] == Mutation("width", 1, 1.5)
     tight = GrowthCaps(max_depth=8, max_width=1.2, max_branches=0, max_params=10)
     mutation, refused = growth.next_mutation(model, ("width", "branch", "depth"), tight, lambda m: 11, 1.5)
     assert mutation is None and [r.split(":")[0] for r in refused] == ["width", "branch", "depth"]
@@ -199,6 +202,7 @@ def _fake_run(config: RunConfig, accuracies: list[float], history: list[dict]):
     fake = types.SimpleNamespace(config=config, model=model, writer=writer, progress=progress, state={"step": 0})
     fake.accuracies_since_growth = lambda: train._Run.accuracies_since_growth(fake)
     fake.count_weights = lambda arch: 0
+    fake.next_mutation = lambda kinds: train._Run.next_mutation(fake, kinds)
     return fake
 
 
@@ -365,3 +369,12 @@ def test_bad_growth_flags_fail_in_one_line(flags, message, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
     assert not workdir.exists()
+
+
+def test_the_plateau_stop_waits_while_the_network_can_still_grow():
+    can_grow = train._Run.can_still_grow
+    assert can_grow(_fake_run(RunConfig(cycles=10), [], []))
+    assert not can_grow(_fake_run(RunConfig(cycles=10, growth="off"), [], []))
+    assert not can_grow(_fake_run(RunConfig(cycles=10, grow_at="2:depth"), [], []))  # forced growth only
+    capped = RunConfig(cycles=10, max_depth=2, max_width=1.0, max_branches=0)
+    assert not can_grow(_fake_run(capped, [], []))

@@ -54,7 +54,18 @@ def finished_run(npz_path, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train, "make_iterations", recording)
         # 3 cycles planned; a plateau window of 1 with an unreachable threshold stops after cycle 2.
-        flags = ("--sampler", "gumbel_soft", "--cycles", "3", "--plateau-window", "1", "--plateau-threshold", "1000")
+        flags = (
+            "--sampler",
+            "gumbel_soft",
+            "--cycles",
+            "3",
+            "--plateau-window",
+            "1",
+            "--plateau-threshold",
+            "1000",
+            "--growth",
+            "off",
+        )  # with growth on, a plateau grows the network before it stops the run
         assert cifar10_search.main(tiny_args(npz_path, workdir, *flags)) == 0
     return workdir, seen
 

@@ -20,6 +20,7 @@ network (``asose_jax.networks``) every edge is its one chosen op.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -93,7 +94,8 @@ class ChainArchitecture:
         return [(b.name, e) for b in self.blocks for e in range(b.edges)]
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain JSON values (lists, not tuples), so a description compares equal to its saved copy."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_json(cls, data: dict) -> ChainArchitecture:
