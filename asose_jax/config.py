@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from asose_jax.regularizers import ARCH_REGULARIZERS
 from asose_jax.sampling import check_sampler
 from asose_jax.schedules import TEMPERATURE_SCHEDULES
 from asose_jax.spaces import SPACES
@@ -46,6 +47,9 @@ class SearchConfig:
     arch_b2: float = 0.999
     arch_weight_decay: float = 1e-3
     arch_order: int = 1
+    # Anti-collapse regulariser on the logits, added to the held-out loss (``asose_jax.regularizers``).
+    arch_regularizer: str = "none"
+    arch_reg_weight: float = 0.0
     # Randomness: "rbg" compiles much faster than "threefry2x32" on CPU; both are deterministic.
     seed: int = 0
     prng_impl: str = "rbg"
@@ -60,6 +64,12 @@ class SearchConfig:
             raise ValueError(f"temperatures need 0 < tau_min <= tau_max, got {self.tau_min}, {self.tau_max}")
         if self.eval_weights not in EVAL_WEIGHTS:
             raise ValueError(f"unknown eval_weights {self.eval_weights!r}; use one of {EVAL_WEIGHTS}")
+        if self.arch_regularizer not in ARCH_REGULARIZERS:
+            raise ValueError(
+                f"unknown --arch-regularizer {self.arch_regularizer!r}; use one of {', '.join(ARCH_REGULARIZERS)}"
+            )
+        if not self.arch_reg_weight >= 0:
+            raise ValueError(f"--arch-reg-weight must be >= 0, got {self.arch_reg_weight!r}")
         if self.arch_order not in (1, 2):
             raise ValueError(f"arch_order must be 1 (first order) or 2 (unrolled), got {self.arch_order}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:

@@ -20,8 +20,11 @@ class MixedOp(nn.Module):
       ``none`` contributes exact zeros and is not evaluated.
     * ``single_path=True`` (GDAS): ``weights`` must be one-hot in value (a
       straight-through sample). Only ``op_i``, ``i = argmax(weights)``, runs,
-      through ``lax.switch``, and ``y = weights[i] * op_i(x)``, so the logits
-      still receive the straight-through gradient.
+      through ``lax.switch``, and, as GDAS computes it,
+      ``y = weights[i] * op_i(x) + sum_{k != i} weights[k]``. The added scalars are
+      exactly zero in value, but each passes ``sum(dL/dy)`` back to its weight, so
+      every logit of the edge gets a gradient whichever op is sampled, ``none``
+      (whose output, and so its own weight's gradient, is zero) included.
     """
 
     channels: int
@@ -48,4 +51,5 @@ class MixedOp(nn.Module):
             for branch in branches:
                 branch(self, x)
         index = jnp.argmax(weights)
-        return nn.switch(index, branches, self, x) * weights[index]
+        unchosen = jnp.sum(weights) - weights[index]  # 0 in value, gradient 1 for every k != index
+        return nn.switch(index, branches, self, x) * weights[index] + unchosen

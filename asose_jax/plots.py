@@ -2,7 +2,9 @@
 
 * ``arch_weights.png``: per edge, a heatmap of ``softmax(a)`` (ops x epochs);
 * ``curves.png``: loss and accuracy over global steps, phases shaded, growth events marked;
-* ``schedules.png``: temperature and learning rate over global steps.
+* ``schedules.png``: temperature and learning rate over global steps;
+* ``table_acc.png`` (NAS-Bench-201 searches scored with ``--nb201-table``): the table accuracy of
+  the cell derived at each epoch end.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from asose_jax.metrics_log import read_metrics  # noqa: E402
 
 PHASE_COLOURS = {"warmup": "tab:blue", "arch": "tab:orange", "retrain": "tab:green"}
 PLOT_FILES = ("arch_weights.png", "curves.png", "schedules.png")
+TABLE_PLOT = "table_acc.png"
 
 
 def _shade_phases(ax, phases: list[dict]) -> None:
@@ -95,10 +98,10 @@ def plot_curves(
     loss_ax.plot([r["step"] for r in weight_steps], [r["loss"] for r in weight_steps], lw=0.8, label="train loss")
     loss_ax.plot([r["step"] for r in arch_steps], [r["arch_loss"] for r in arch_steps], lw=0.8,
                  label="held-out loss (arch steps)")  # fmt: skip
-    loss_ax.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "k.-", label="val loss (derived)")
+    loss_ax.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "k.-", label="val loss")
     acc_ax.plot([r["step"] for r in weight_steps], [100 * r["accuracy"] for r in weight_steps], lw=0.8,
                 label="train acc")  # fmt: skip
-    acc_ax.plot([r["step"] for r in epochs], [r["val_acc"] for r in epochs], "k.-", label="val acc (derived)")
+    acc_ax.plot([r["step"] for r in epochs], [r["val_acc"] for r in epochs], "k.-", label="val acc")
     loss_ax.set_ylabel("cross-entropy")
     acc_ax.set_ylabel("accuracy (%)")
     _finish_step_plot(fig, (loss_ax, acc_ax), phases, path, growth)
@@ -112,6 +115,23 @@ def plot_schedules(steps: list[dict], phases: list[dict], path: pathlib.Path) ->
     lr_ax.plot([r["step"] for r in with_lr], [r["lr"] for r in with_lr])
     lr_ax.set_ylabel("learning rate")
     _finish_step_plot(fig, (tau_ax, lr_ax), phases, path)
+
+
+def plot_table_accuracy(runs: dict[str, list[dict]], path: pathlib.Path, title: str) -> None:
+    """One line per run (``{label: epoch records with "step" and "table_acc"}``): the NAS-Bench-201 accuracy
+    of the cell derived at each epoch end over global steps, with the table's best cell dashed."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, epochs in runs.items():
+        scored = [r for r in epochs if r.get("table_acc") is not None]
+        ax.plot([r["step"] for r in scored], [r["table_acc"] for r in scored], ".-", lw=1, ms=3, label=label)
+    ax.axhline(94.37, color="grey", ls="--", lw=0.8, label="best cell (94.37)")
+    ax.set_xlabel("global step")
+    ax.set_ylabel("NAS-Bench-201 CIFAR-10 test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
@@ -134,6 +154,9 @@ def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
     plot_arch_weights(by_event["epoch"], op_names, written[0])
     plot_curves(by_event["step"], by_event["epoch"], by_event["phase"], written[1], by_event["growth"])
     plot_schedules(by_event["step"], by_event["phase"], written[2])
+    if any("table_acc" in r for r in by_event["epoch"]):
+        written.append(run_dir / TABLE_PLOT)
+        plot_table_accuracy({run_dir.name: by_event["epoch"]}, written[-1], "cell derived at each epoch end")
     return written
 
 

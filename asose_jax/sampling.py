@@ -1,8 +1,8 @@
-"""Edge weights from architecture logits: softmax, soft Gumbel and hard (straight-through) Gumbel.
+"""Edge weights from architecture logits: softmax, soft Gumbel, hard Gumbel (GDAS) and Dirichlet (DrNAS).
 
 Every function maps a logits pytree ``{name: [E, K]}`` to a weights pytree of
-the same structure. Gumbel samplers draw one sample per edge (row) per call, so
-a whole batch, and every cell that shares a logit array, uses one architecture.
+the same structure. Stochastic samplers draw one sample per edge (row) per call,
+so a whole batch, and every cell that shares a logit array, uses one architecture.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-SAMPLERS = ("softmax", "gumbel_soft", "gumbel_hard")
+SAMPLERS = ("softmax", "gumbel_soft", "gumbel_hard", "dirichlet")
 
 
 def check_sampler(sampler: str) -> str:
@@ -22,6 +22,16 @@ def check_sampler(sampler: str) -> str:
 def is_single_path(sampler: str) -> bool:
     """Whether the sampler's weights are one-hot, so a mixed op may run only the chosen op."""
     return check_sampler(sampler) == "gumbel_hard"
+
+
+def uses_temperature(sampler: str) -> bool:
+    """Whether the sampler reads the annealed temperature (the Gumbel samplers); the others use tau = 1."""
+    return check_sampler(sampler) in ("gumbel_soft", "gumbel_hard")
+
+
+def dirichlet_concentration(a: jax.Array) -> jax.Array:
+    """DrNAS's concentration ``beta = elu(a) + 1 > 0``; increasing in ``a``, ``beta = 1`` at ``a = 0``."""
+    return jax.nn.elu(a) + 1.0
 
 
 def _straight_through(soft: jax.Array) -> jax.Array:
@@ -37,6 +47,8 @@ def sample_edge_weights(logits: dict, key: jax.Array | None, sampler: str, tempe
     * ``gumbel_soft``:  ``w = softmax((a + g) / tau)``, ``g ~ Gumbel(0, 1)`` per edge.
     * ``gumbel_hard``:  ``w = one_hot(argmax(a + g)) + s - stop_gradient(s)`` with
       ``s = softmax((a + g) / tau)``: exactly one-hot forward, soft gradient (GDAS).
+    * ``dirichlet``:    ``w ~ Dirichlet(elu(a) + 1)`` per edge, reparameterised (implicit
+      gradients of the Gamma samples), so ``dw / da`` exists (DrNAS); ``tau`` is not used.
     """
     check_sampler(sampler)
     names = sorted(logits)
@@ -46,10 +58,20 @@ def sample_edge_weights(logits: dict, key: jax.Array | None, sampler: str, tempe
         a = logits[name]
         if sampler == "softmax":
             return jax.nn.softmax(a / temperature, axis=-1)
+        if sampler == "dirichlet":
+            return jax.random.dirichlet(keys[name], dirichlet_concentration(a), dtype=a.dtype)
         soft = jax.nn.softmax((a + jax.random.gumbel(keys[name], a.shape, a.dtype)) / temperature, axis=-1)
         return soft if sampler == "gumbel_soft" else _straight_through(soft)
 
     return {name: weights(name) for name in names}
+
+
+def expected_edge_weights(logits: dict, sampler: str) -> dict:
+    """The deterministic mixture a soft sampler trains around: ``softmax(a)`` (softmax, soft Gumbel),
+    or the Dirichlet mean ``beta / sum(beta)`` with ``beta = elu(a) + 1`` (DrNAS)."""
+    if check_sampler(sampler) == "dirichlet":
+        return {n: (b := dirichlet_concentration(a)) / jnp.sum(b, -1, keepdims=True) for n, a in logits.items()}
+    return {n: jax.nn.softmax(a, axis=-1) for n, a in logits.items()}
 
 
 def argmax_edge_weights(logits: dict) -> dict:

@@ -29,8 +29,17 @@ import optax
 
 from asose_jax.config import SearchConfig
 from asose_jax.initializers import init_variables
+from asose_jax.operations import BN_MOMENTUM
 from asose_jax.optimizers import arch_optimizer, descend, weight_optimizer
-from asose_jax.sampling import argmax_edge_weights, edge_entropy, is_single_path, sample_edge_weights
+from asose_jax.regularizers import arch_regularizer
+from asose_jax.sampling import (
+    argmax_edge_weights,
+    edge_entropy,
+    expected_edge_weights,
+    is_single_path,
+    sample_edge_weights,
+    uses_temperature,
+)
 from asose_jax.schedules import learning_rate_schedule, temperature_schedule
 from asose_jax.spaces import build_search_model, init_arch_logits, uniform_arch_weights
 
@@ -50,6 +59,7 @@ class SearchSteps(NamedTuple):
     arch_step: Callable[..., tuple[State, Metrics]]
     unrolled_arch_loss: Callable[[dict, State, Batch, Batch], jax.Array]
     eval_step: Callable[..., Metrics]
+    recalibrated_batch_stats: Callable[[State, jax.Array, dict], dict]
 
 
 def build_model(config: SearchConfig) -> nn.Module:
@@ -96,10 +106,11 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
     virtual_tx = optax.chain(optax.add_decayed_weights(config.weight_decay), optax.trace(decay=config.momentum))
     lr_at = learning_rate_schedule(config.weight_lr, config.weight_lr_min, config.total_steps)
     gumbel_tau_at = temperature_schedule(config.tau_schedule, config.tau_max, config.tau_min, config.total_steps)
+    regularizer = arch_regularizer(config.arch_regularizer, config.arch_reg_weight, config.total_steps)
 
     def tau_at(step: jax.Array) -> jax.Array:
-        """The sampling temperature: annealed for Gumbel samplers, 1 for softmax (DARTS)."""
-        return jnp.float32(1.0) if config.sampler == "softmax" else gumbel_tau_at(step)
+        """The sampling temperature: annealed for Gumbel samplers, 1 for softmax (DARTS) and Dirichlet."""
+        return gumbel_tau_at(step) if uses_temperature(config.sampler) else jnp.float32(1.0)
 
     single_path = is_single_path(config.sampler)
 
@@ -151,7 +162,8 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
     def unrolled_arch_loss(arch: dict, state: State, train_batch: Batch, val_batch: Batch) -> jax.Array:
         """``L_val(w', a)`` with ``w' = w - lr * (momentum * buf + grad_w L_train(w, a) + wd * w)``.
 
-        The held-out loss after one virtual SGD step, as in DARTS (no gradient clipping).
+        The held-out loss after one virtual SGD step, as in DARTS (no gradient clipping); the
+        regulariser is not included.
         """
         arch_weights = sampled_weights(arch, state, _ARCH_STREAM)
         params, batch_stats = state["params"], state["batch_stats"]
@@ -164,16 +176,24 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
         arch_weights = sampled_weights(arch, state, _ARCH_STREAM)
         return train_loss(state["params"], state["batch_stats"], arch_weights, val_batch)[0]
 
-    def arch_grad(state: State, val_batch: Batch, train_batch: Batch | None = None):
-        """Gradient of the held-out loss w.r.t. the logits only. BN state is used in
-        training mode but not written back. Second order needs ``train_batch``."""
+    def arch_objective(arch: dict, state: State, val_batch: Batch, train_batch: Batch | None):
+        """Held-out loss (first order, or second order through the virtual step) plus the regulariser;
+        aux = (held-out loss, regulariser)."""
         if config.arch_order == 2:
-            if train_batch is None:
-                raise ValueError("the second-order arch step needs a training batch: arch_step(state, val, train)")
-            loss, grads = jax.value_and_grad(unrolled_arch_loss)(state["arch"], state, train_batch, val_batch)
+            loss = unrolled_arch_loss(arch, state, train_batch, val_batch)
         else:
-            loss, grads = jax.value_and_grad(first_order_loss)(state["arch"], state, val_batch)
-        return grads, {"loss": loss}
+            loss = first_order_loss(arch, state, val_batch)
+        reg = regularizer(arch, state["step"])
+        return loss + reg, (loss, reg)
+
+    def arch_grad(state: State, val_batch: Batch, train_batch: Batch | None = None):
+        """Gradient of the held-out loss (plus the regulariser) w.r.t. the logits only. BN state is used
+        in training mode but not written back. Second order needs ``train_batch``."""
+        if config.arch_order == 2 and train_batch is None:
+            raise ValueError("the second-order arch step needs a training batch: arch_step(state, val, train)")
+        grad_fn = jax.value_and_grad(arch_objective, has_aux=True)
+        (_, (loss, reg)), grads = grad_fn(state["arch"], state, val_batch, train_batch)
+        return grads, {"loss": loss, "reg": reg}
 
     def arch_step(state: State, val_batch: Batch, train_batch: Batch | None = None):
         grads, aux = arch_grad(state, val_batch, train_batch)
@@ -182,6 +202,7 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
         entropies = jnp.concatenate([e for _, e in sorted(edge_entropy(arch).items())])
         metrics = {
             "arch_loss": aux["loss"],
+            "arch_reg": aux["reg"],
             "arch_grad_norm": optax.tree.norm(grads),
             "entropy": jnp.mean(entropies),
             "temperature": tau_at(state["step"]),
@@ -193,15 +214,16 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
 
         Edge weights: ``fixed_weights`` if given (rows one-hot or zero, run single-path: a discrete
         architecture inside the supernet, see ``genotypes.genotype_edge_weights``); otherwise, by
-        ``config.eval_weights``, ``softmax(a)`` or one-hot on each edge's strongest op (``none``
-        included, every edge kept: not the genotype's pruning), run single-path.
+        ``config.eval_weights``, the sampler's expected mixture (``softmax(a)``, or the Dirichlet mean)
+        or one-hot on each edge's strongest op (``none`` included, every edge kept: not the genotype's
+        pruning), run single-path.
         """
         if fixed_weights is not None:
             arch_weights, eval_single_path = fixed_weights, True
         elif config.eval_weights == "argmax":
             arch_weights, eval_single_path = argmax_edge_weights(state["arch"]), True
         else:
-            arch_weights, eval_single_path = sample_edge_weights(state["arch"], None, "softmax", 1.0), False
+            arch_weights, eval_single_path = expected_edge_weights(state["arch"], config.sampler), False
         variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
         logits = model.apply(variables, batch["image"], arch_weights, train=False, single_path=eval_single_path)
         mask = batch.get("mask")
@@ -212,4 +234,23 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
             "count": jnp.asarray(count, jnp.int32),
         }
 
-    return SearchSteps(weight_grad, weight_step, arch_grad, arch_step, unrolled_arch_loss, eval_step)
+    def recalibrated_batch_stats(state: State, images: jax.Array, fixed_weights: dict) -> dict:
+        """BatchNorm statistics re-estimated for the single path ``fixed_weights`` on ``images``
+        [N, B, H, W, 3] (N training batches), as single-path NAS evaluates a path of a supernet.
+
+        Each batch's statistics are read off a training-mode pass from zero running statistics
+        (``new = momentum * 0 + (1 - momentum) * batch``); the result is their mean over the N batches.
+        Statistics of ops off the path stay zero (they are not used).
+        """
+        zero = jax.tree.map(jnp.zeros_like, state["batch_stats"])
+        variables = {"params": state["params"], "batch_stats": zero}
+
+        def batch_stats(x: jax.Array) -> dict:
+            _, updates = model.apply(variables, x, fixed_weights, train=True, single_path=True, mutable=["batch_stats"])
+            return jax.tree.map(lambda s: s / (1.0 - BN_MOMENTUM), updates["batch_stats"])
+
+        return jax.tree.map(lambda s: jnp.mean(s, axis=0), jax.lax.map(batch_stats, images))
+
+    return SearchSteps(
+        weight_grad, weight_step, arch_grad, arch_step, unrolled_arch_loss, eval_step, recalibrated_batch_stats
+    )

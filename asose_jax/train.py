@@ -7,7 +7,8 @@ Run directory::
                      held-out accuracy, per-edge entropy and architecture weights), per phase
                      ("phase", its global-step span) and per mutation ("mutation", the genotype)
     genotype.json    the derived architecture, rewritten after every cycle and at the end
-    summary.json     parameter counts, final validation / test accuracy (percent), wall time, device
+    summary.json     parameter counts, final validation / test accuracy (percent, by the sampler's
+                     validation measure, see ``validation_measure``), NAS-Bench-201 table score, wall time, device
     *.png            architecture-weight heatmaps, curves with phase boundaries, schedules
     checkpoints/     orbax checkpoints: state and position, so a killed run resumes exactly
 
@@ -57,7 +58,9 @@ from asose_jax.input_pipeline import (
     normalize,
     split_for_architecture,
 )
+from asose_jax.methods import method_of
 from asose_jax.metrics_log import MetricsWriter, write_json
+from asose_jax.nb201_table import NB201Table, load_nb201_table
 from asose_jax.parallel import (
     check_batch_size,
     constrain_batch,
@@ -78,6 +81,21 @@ _AUG_WEIGHT, _AUG_ARCH = 2, 3  # PRNG streams of the augmentation (0 and 1 are t
 _GROWTH = 4  # PRNG stream of growth (new weights and logits, width mappings)
 _SCHEDULED = ("lr", "temperature")  # reported at the epoch's last step, not averaged
 _SHOWN = (("loss", "loss", 1), ("accuracy", "acc%", 100), ("arch_loss", "arch_loss", 1), ("temperature", "tau", 1))
+RECALIBRATION_BATCHES = 8  # training batches that re-estimate BatchNorm statistics for a single path
+SUPERNET, DERIVED = "supernet", "derived_path_bn_recalibrated"
+
+
+def validation_measure(sampler: str) -> str:
+    """What ``val_acc`` measures, which drives the plateau stop and growth.
+
+    * mixture samplers (softmax, soft Gumbel, Dirichlet): ``supernet``, the supernet with the sampler's
+      expected mixture weights and its running BatchNorm statistics: the function those weights were
+      trained as. A one-hot path through it would run on statistics of the mixture and measure nothing.
+    * single-path samplers (hard Gumbel): ``derived_path_bn_recalibrated``, the derived architecture's
+      path with BatchNorm statistics re-estimated on training batches (as single-path NAS evaluates
+      paths): the running statistics average over every sampled path, not this one.
+    """
+    return DERIVED if is_single_path(sampler) else SUPERNET
 
 
 class Iterations(NamedTuple):
@@ -88,12 +106,14 @@ class Iterations(NamedTuple):
     ``arch(state, images, labels, weight_idx [B], arch_idx [B])`` takes one architecture step on
     the held-out batch (the training batch feeds the second-order virtual step); with
     ``alpha-only`` it also advances the global step. ``evaluate(state, images, labels, idx, mask,
-    fixed_weights | None)`` returns eval metrics.
+    fixed_weights | None)`` returns eval metrics. ``recalibrate(state, images, labels, idx [N, B],
+    fixed_weights)`` returns BatchNorm statistics re-estimated for that single path on N batches.
     """
 
     weights: Callable
     arch: Callable
     evaluate: Callable
+    recalibrate: Callable
 
 
 def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
@@ -131,10 +151,15 @@ def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
         batch = {"image": normalize(constrain_batch(images[idx], mesh)), "label": labels[idx], "mask": mask}
         return make_search_steps(model, config.search).eval_step(state, batch, fixed_weights)
 
+    def recalibrate(model, state, images, labels, idx, fixed_weights):
+        batches = jax.vmap(lambda i: normalize(constrain_batch(images[i], mesh)))(idx)
+        return make_search_steps(model, config.search).recalibrated_batch_stats(state, batches, fixed_weights)
+
     return Iterations(
         jit_data_parallel(weights, mesh, {3: 0}, 5, static_model=True),
         jit_data_parallel(arch, mesh, {3: 0, 4: 0}, 5, static_model=True),
         jit_data_parallel(evaluate, mesh, {3: 0, 4: 0}, 6, donate_state=False, static_model=True),
+        jit_data_parallel(recalibrate, mesh, {3: 1}, 5, donate_state=False, static_model=True),
     )
 
 
@@ -233,8 +258,10 @@ class _Run:
     the length of ``metrics.jsonl`` and the wall time, so a resumed run continues bit for bit.
     """
 
-    def __init__(self, config: RunConfig, workdir: pathlib.Path, data: ImageArrays, model: nn.Module):
-        self.config, self.workdir, self.model = config, workdir, model
+    def __init__(
+        self, config: RunConfig, workdir: pathlib.Path, data: ImageArrays, model: nn.Module, table: NB201Table | None
+    ):
+        self.config, self.workdir, self.model, self.table = config, workdir, model, table
         self.op_names = tuple(model.op_names)
         self.weight_idx, self.arch_idx = split_for_architecture(
             len(data.x_train), config.arch_split, config.search.seed
@@ -351,7 +378,7 @@ class _Run:
     def grow(self, cycle_index: int, mutation: Mutation, reason: str) -> dict:
         """Applies ``mutation`` to model and state, re-binds the iterations (the next call traces the grown
         network once) and records the event with validation accuracy just before and just after."""
-        before = self.evaluate(on_test=False, derived=True)
+        before = self.validation()
         params_before = count_params(self.state["params"])
         step = int(self.state["step"])
         key = jax.random.fold_in(jax.random.wrap_key_data(self.state["rng"], impl=self.config.search.prng_impl), step)
@@ -359,7 +386,7 @@ class _Run:
         model, state = grow(self.model, jax.device_get(self.state), mutation, jax.random.fold_in(key, _GROWTH),
                             self.config.search.arch_init_scale, self.config.width_noise)  # fmt: skip
         self.set_model(model, replicate(state, self.mesh))
-        after = self.evaluate(on_test=False, derived=True)
+        after = self.validation()
         event = {"event": "growth", "cycle": cycle_index, "step": step, "kind": mutation.kind, "where": where,
                  "reason": reason, "params_before": params_before, "params_after": count_params(state["params"]),
                  "val_acc_before": before["acc"], "val_acc_after": after["acc"], "val_loss_before": before["loss"],
@@ -369,16 +396,28 @@ class _Run:
         self.progress["architecture"] = event["architecture"]
         return event
 
+    def validation(self, on_test: bool = False) -> dict[str, float]:
+        """Loss and accuracy (percent) by the sampler's ``validation_measure``."""
+        derived = validation_measure(self.config.search.sampler) == DERIVED
+        return self.evaluate(on_test, derived)
+
     def evaluate(self, on_test: bool, derived: bool) -> dict[str, float]:
-        """Loss and accuracy (percent) of the derived architecture (or the softmax supernet) on the
-        held-out architecture split or the test split."""
+        """Loss and accuracy (percent) on the held-out architecture split or the test split: of the derived
+        architecture's path with BatchNorm statistics re-estimated on the first ``RECALIBRATION_BATCHES``
+        training batches, or of the supernet with the sampler's expected mixture weights."""
         images, labels = (self.test_images, self.test_labels) if on_test else (self.images, self.labels)
         subset = np.arange(len(self.test_labels)) if on_test else self.arch_idx
-        fixed = replicate(genotype_edge_weights(self.genotype(), self.op_names), self.mesh) if derived else None
+        state, fixed = self.state, None
+        if derived:
+            fixed = replicate(genotype_edge_weights(self.genotype(), self.op_names), self.mesh)
+            n = min(RECALIBRATION_BATCHES, len(self.weight_idx) // self.config.batch_size)
+            idx = self.weight_idx[: n * self.config.batch_size].reshape(n, self.config.batch_size)
+            stats = self.iterations.recalibrate(state, self.images, self.labels, shard_batch(idx, self.mesh, 1), fixed)
+            state = {**state, "batch_stats": stats}
         loss_sum = correct = count = 0.0
         for pos, mask in eval_batches(len(subset), self.config.batch_size):
             idx, mask = shard_batch(subset[pos], self.mesh), shard_batch(mask, self.mesh)
-            m = self.iterations.evaluate(self.state, images, labels, idx, mask, fixed)
+            m = self.iterations.evaluate(state, images, labels, idx, mask, fixed)
             n = float(m["count"])
             loss_sum, correct, count = loss_sum + float(m["loss"]) * n, correct + float(m["accuracy"]) * n, count + n
         return {"loss": loss_sum / count, "acc": 100.0 * correct / count}
@@ -460,13 +499,17 @@ class _Run:
             means["skipped_steps"] = len(fetched) - len(used)
         return means
 
+    def table_score(self) -> dict:
+        """``arch_str``, ``table_acc`` and ``table_rank`` of the derived cell, when a table was given."""
+        return self.table.score(self.genotype()) if self.table is not None else {}
+
     def epoch_record(self, cycle_index: int, phase: str, epoch: int, train: dict) -> dict:
-        val = self.evaluate(on_test=False, derived=True)
+        val = self.validation()
         arch = jax.device_get(self.state["arch"])
         return {
             "event": "epoch", "cycle": cycle_index, "phase": phase, "epoch": epoch, "step": int(self.state["step"]),
             **{k if k in (*_SCHEDULED, "skipped_steps") else f"train_{k}": v for k, v in train.items()},
-            "val_loss": val["loss"], "val_acc": val["acc"],
+            "val_loss": val["loss"], "val_acc": val["acc"], **self.table_score(),
             "entropy": jax.device_get(edge_entropy(arch)),
             "arch_weights": {name: jax.nn.softmax(a, -1) for name, a in arch.items()},
             **({"edge_names": {"blocks": edge_names(self.model.arch)}} if isinstance(self.model, ChainNetwork) else {}),
@@ -543,6 +586,7 @@ def train_and_evaluate(
         raise ValueError(f"--resume: no run in --workdir {workdir}; start one without --resume")
     if dry_run and saved is not None:
         raise ValueError(f"--dry-run: --workdir {workdir} already holds a run; choose a new --workdir")
+    table = load_nb201_table(config.nb201_table) if config.nb201_table else None  # checked before any training
     data = load_data(config.data, config.data_dir, config.train_limit)
     n_arch = len(split_for_architecture(len(data.x_train), config.arch_split, config.search.seed)[1])
     n_weight = len(data.x_train) - n_arch
@@ -574,10 +618,11 @@ def train_and_evaluate(
             write_json(workdir / "summary.json", {**summary, "dry_run": True})
         return summary
 
-    run = _Run(config, workdir, data, model)
+    run = _Run(config, workdir, data, model, table)
     resumed = run.resume()
     if not resumed:
         run.writer.truncate(0)  # a run killed before its first checkpoint starts over
+    run.table_score()  # a table that lacks the search's cells fails now, not after the first epoch
     old_handlers = _handle_signals(run)
     try:
         run.run_cycles(phases)
@@ -588,13 +633,18 @@ def train_and_evaluate(
 
     genotype = run.genotype()
     val, test = run.evaluate(on_test=False, derived=True), run.evaluate(on_test=True, derived=True)
-    # The softmax-weighted supernet is what soft samplers train; single-path weights never saw that mixture.
+    # The mixture is what soft samplers train; single-path weights never saw a mixture.
     mixture = not is_single_path(config.search.sampler)
-    val_super = run.evaluate(on_test=False, derived=False) if mixture else {"acc": None}
-    test_super = run.evaluate(on_test=True, derived=False) if mixture else {"acc": None}
+    val_super = run.evaluate(on_test=False, derived=False) if mixture else {"acc": None, "loss": None}
+    test_super = run.evaluate(on_test=True, derived=False) if mixture else {"acc": None, "loss": None}
+    measured_val, measured_test = (val_super, test_super) if mixture else (val, test)
     run.writer.close()
     summary.update({
-        "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
+        "val_measure": validation_measure(config.search.sampler),
+        "val_acc": measured_val["acc"], "val_loss": measured_val["loss"],
+        "test_acc": measured_test["acc"], "test_loss": measured_test["loss"],
+        **run.table_score(), "method": method_of(config.search),
+        "val_acc_derived": val["acc"], "test_acc_derived": test["acc"],
         "val_acc_supernet": val_super["acc"], "test_acc_supernet": test_super["acc"],
         "genotype": genotype_to_json(genotype), "cycles_completed": len(run.progress["cycle_accuracies"]),
         "stopped_early": run.progress["stopped_early"], "steps": int(run.state["step"]),

@@ -3,6 +3,8 @@
     python experiments/cifar10_search.py                          # the reference preset, tfds data
     python experiments/cifar10_search.py --preset smoke --data npz:data/cifar10.npz
     python experiments/cifar10_search.py --preset darts --space darts --batch-size 96
+    python experiments/cifar10_search.py --preset nb201-cpu --data npz:data/cifar10.npz \
+        --nb201-table benchmarks/data/nb201_cifar10.csv.gz        # scored on NAS-Bench-201
 
 Every flag left out takes the preset's value (shown as the default below, for the reference preset).
 Bad input ends with one line on stderr and exit status 2.
@@ -21,6 +23,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from asose_jax.cli import ArgumentParser, add_runtime_flags, setup_runtime  # noqa: E402
 from asose_jax.config import SearchConfig  # noqa: E402
+from asose_jax.methods import METHODS, with_method  # noqa: E402
 from asose_jax.operations import OP_SETS  # noqa: E402
 from asose_jax.run_config import PRESETS, RunConfig, preset  # noqa: E402
 
@@ -63,7 +66,7 @@ FLAGS = (
     ("--init-channels", "search.init_channels", int, "channels of the first stage"),
     ("--depth", "search.depth", int, "blocks (chain), cells (darts) or cells per stage (nb201); alias --layers"),
     ("--ops", "search.op_names", str, f"candidate ops: an op set ({', '.join(OP_SETS)}) or comma-separated names"),
-    ("--sampler", "search.sampler", str, "softmax (DARTS), gumbel_soft (ASO-SE) or gumbel_hard (GDAS)"),
+    ("--sampler", "search.sampler", str, "softmax (DARTS), gumbel_soft (ASO-SE), gumbel_hard (GDAS) or dirichlet"),
     ("--tau-max", "search.tau_max", float, "initial Gumbel temperature"),
     ("--tau-min", "search.tau_min", float, "final Gumbel temperature"),
     ("--tau-schedule", "search.tau_schedule", str, "temperature schedule: exponential, linear or constant"),
@@ -78,6 +81,9 @@ FLAGS = (
     ("--arch-b2", "search.arch_b2", float, "Adam beta2 of the logits"),
     ("--arch-weight-decay", "search.arch_weight_decay", float, "coupled L2 on the logits"),
     ("--arch-order", "search.arch_order", int, "1: first-order DARTS; 2: unrolled (second order)"),
+    ("--arch-regularizer", "search.arch_regularizer", str, "logit regulariser: none, beta or dirichlet_kl"),
+    ("--arch-reg-weight", "search.arch_reg_weight", float, "its coefficient (beta: ramped from 0 to this)"),
+    ("--nb201-table", "nb201_table", str, "NAS-Bench-201 table (CSV) that scores the derived cell every epoch"),
     ("--seed", "search.seed", int, "random seed (weights, logits, data order, samples)"),
 )
 _MODEL_FIELDS = ("init_channels", "depth", "op_names")
@@ -105,6 +111,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="build everything, write config.json and summary.json, do not train"
+    )
+    parser.add_argument(
+        "--method",
+        help=f"search method: {', '.join(METHODS)}; sets the sampler, temperatures and logit regulariser, "
+        "which the flags below override (default: the preset's)",
     )
     add_runtime_flags(parser)
     reference = PRESETS["reference"]
@@ -134,7 +145,8 @@ def build_config(args: argparse.Namespace, saved: RunConfig | None = None) -> Ru
             run_fields[field] = value
     if search_fields.get("space", base.search.space) != base.search.space:
         search_fields = {**{f: None for f in _MODEL_FIELDS}, **search_fields}
-    search: SearchConfig = dataclasses.replace(base.search, **search_fields)
+    base_search = with_method(base.search, args.method) if args.method else base.search
+    search: SearchConfig = dataclasses.replace(base_search, **search_fields)
     return dataclasses.replace(base, search=search, **run_fields)
 
 
@@ -171,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dry run: {summary['params']['weights']:,} weights, {summary['params']['arch']} logits; wrote {workdir}")
     else:
         grown = "".join(f"; grew {g['kind']} at cycle {g['cycle']} ({g['where']})" for g in summary["growth"])
+        table = (f"; NAS-Bench-201 table {summary['table_acc']:.2f}% (rank {summary['table_rank']:,})"
+                 if "table_acc" in summary else "")  # fmt: skip
         print(f"done in {summary['wall_time_s']:.0f} s: val {summary['val_acc']:.2f}% test {summary['test_acc']:.2f}% "
-              f"(derived architecture){grown}; genotype in {workdir}/genotype.json")  # fmt: skip
+              f"({summary['val_measure']}){table}{grown}; genotype in {workdir}/genotype.json")  # fmt: skip
     return 0
 
 

@@ -4,13 +4,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asose_jax.sampling import argmax_edge_weights, edge_entropy, sample_edge_weights
+from asose_jax.sampling import (
+    argmax_edge_weights,
+    dirichlet_concentration,
+    edge_entropy,
+    expected_edge_weights,
+    sample_edge_weights,
+)
 from asose_jax.schedules import learning_rate_schedule, temperature_schedule
 
 LOGITS = {"normal": jnp.array([[0.5, -1.0, 2.0, 0.0]] * 3), "reduce": jnp.zeros((2, 4))}
 
 
-@pytest.mark.parametrize("sampler", ["softmax", "gumbel_soft", "gumbel_hard"])
+@pytest.mark.parametrize("sampler", ["softmax", "gumbel_soft", "gumbel_hard", "dirichlet"])
 def test_weights_are_distributions_of_the_logits_shape(sampler):
     weights = sample_edge_weights(LOGITS, jax.random.key(0), sampler, 0.7)
     chex.assert_trees_all_equal_shapes(weights, LOGITS)
@@ -84,3 +90,30 @@ def test_schedules_reject_bad_values():
 def test_learning_rate_is_cosine_in_the_global_step():
     lr = learning_rate_schedule(0.025, 0.001, 100)
     chex.assert_trees_all_close([lr(0), lr(50), lr(100)], [0.025, 0.013, 0.001], rtol=1e-5)
+
+
+def test_dirichlet_samples_average_to_the_mean_and_their_gradients_to_its_gradient():
+    """Reparameterised Dirichlet (DrNAS): E[w] = beta / sum(beta), beta = elu(a) + 1, and, because the samples
+    are differentiable functions of the logits, E[dw/da] = d E[w] / da."""
+    a = jnp.array([[0.3, -0.5, 1.2, 0.0]])
+    keys = jax.random.split(jax.random.key(1), 20000)
+
+    def sample(logits, k):
+        return sample_edge_weights({"e": logits}, k, "dirichlet", 1.0)["e"][0]
+
+    def mean(logits):
+        return expected_edge_weights({"e": logits}, "dirichlet")["e"][0]
+
+    beta = np.asarray(dirichlet_concentration(a))[0]
+    chex.assert_trees_all_close(mean(a), beta / beta.sum(), atol=1e-6)
+    chex.assert_trees_all_close(jnp.mean(jax.vmap(lambda k: sample(a, k))(keys), 0), mean(a), atol=5e-3)
+    for op in range(4):  # Monte-Carlo Jacobian row vs the analytic one
+        sampled = jnp.mean(jax.vmap(lambda k, op=op: jax.grad(lambda x: sample(x, k)[op])(a))(keys), 0)
+        chex.assert_trees_all_close(sampled, jax.grad(lambda x, op=op: mean(x)[op])(a), atol=1e-2)
+
+
+def test_expected_weights_of_mixture_samplers():
+    chex.assert_trees_all_close(expected_edge_weights(LOGITS, "softmax")["normal"], jax.nn.softmax(LOGITS["normal"]))
+    chex.assert_trees_all_close(expected_edge_weights(LOGITS, "gumbel_soft"), expected_edge_weights(LOGITS, "softmax"))
+    uniform = expected_edge_weights({"e": jnp.zeros((1, 5))}, "dirichlet")["e"]
+    chex.assert_trees_all_close(uniform, jnp.full((1, 5), 0.2))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import make_batch, search_setup
 
-from asose_jax.operations import ASO_SE_OPS
+from asose_jax.operations import ASO_SE_OPS, NB201_OPS
+from asose_jax.regularizers import arch_regularizer
 from asose_jax.sampling import sample_edge_weights
 
 
@@ -74,14 +75,73 @@ def _with_blocks(state, blocks):
     return {**state, "arch": {"blocks": blocks}}
 
 
-@pytest.mark.parametrize("sampler", ["softmax", "gumbel_soft", "gumbel_hard"])
+@pytest.mark.parametrize("sampler", ["softmax", "gumbel_soft", "gumbel_hard", "dirichlet"])
 def test_every_logit_of_every_edge_gets_a_gradient(sampler, batch):
     _, _, state, steps = search_setup("chain", sampler=sampler)
-    if sampler == "gumbel_hard":
-        # A sampled 'none' outputs zeros and so, correctly, passes no gradient; make it unlikely.
-        state = _with_blocks(state, state["arch"]["blocks"].at[:, ASO_SE_OPS.index("none")].set(-10.0))
+    if sampler == "gumbel_hard":  # 'none' sampled on every edge: GDAS still passes every logit a gradient
+        state = _with_blocks(state, state["arch"]["blocks"].at[:, ASO_SE_OPS.index("none")].set(10.0))
     grads, _ = jax.jit(steps.arch_grad)(state, batch)
     assert jnp.all(grads["blocks"] != 0), grads["blocks"]
+
+
+def test_gdas_gives_every_logit_of_an_nb201_edge_a_gradient_when_none_is_sampled_there(batch):
+    """Each edge in turn samples ``none`` (the others ``skip_connect``, so that the zero node still reaches the
+    loss: a ReLU-first convolution passes no gradient at an all-zero input, in GDAS too): all K logits of that
+    edge get a gradient, through ``sum_{k != i} h_k``, which is zero in value."""
+    _, model, state, steps = search_setup("nb201", sampler="gumbel_hard")
+    none, conv = NB201_OPS.index("none"), NB201_OPS.index("skip_connect")
+    arch_grad = jax.jit(steps.arch_grad)
+    for edge in range(6):
+        logits = jnp.zeros((6, 5)).at[:, conv].set(10.0).at[edge].set(0.0).at[edge, none].set(10.0)
+        sampled = sample_edge_weights({"cell": logits}, steps_key(state), "gumbel_hard", 5.0)["cell"]
+        assert int(jnp.argmax(sampled[edge])) == none and int(jnp.argmax(sampled[(edge + 1) % 6])) == conv
+        grads, _ = arch_grad({**state, "arch": {"cell": logits}}, batch)
+        assert jnp.all(grads["cell"][edge] != 0), (edge, grads["cell"][edge])
+    # Forward values are those of the chosen ops alone: the added scalars are exactly zero.
+    weights = sample_edge_weights(state["arch"], jax.random.key(3), "gumbel_hard", 1.0)
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    apply = jax.jit(lambda w, single: model.apply(variables, batch["image"], w, train=False, single_path=single),
+                    static_argnums=1)  # fmt: skip
+    chex.assert_trees_all_close(apply(weights, True), apply(weights, False), atol=1e-6)
+
+
+def steps_key(state):
+    """The key ``arch_step`` samples with at the state's step (``steps.step_key`` with the arch stream)."""
+    base = jax.random.wrap_key_data(state["rng"], impl="rbg")
+    return jax.random.fold_in(jax.random.fold_in(base, state["step"]), 1)
+
+
+def test_recalibrated_batch_norm_statistics_are_the_path_s_batch_statistics(batch):
+    """With one batch, evaluating the path on re-estimated statistics equals a training-mode pass on that
+    batch (batch statistics); with two, the statistics are the mean of the two batches'."""
+    _, model, state, steps = search_setup("nb201", sampler="gumbel_hard")
+    path = {"cell": jax.nn.one_hot(jnp.array([3, 2, 1, 3, 4, 1]), 5)}
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    recalibrate = jax.jit(steps.recalibrated_batch_stats)
+    stats = recalibrate(state, batch["image"][None], path)
+    evaluated = model.apply({**variables, "batch_stats": stats}, batch["image"], path, train=False, single_path=True)
+    trained, _ = model.apply(variables, batch["image"], path, train=True, single_path=True, mutable=["batch_stats"])
+    chex.assert_trees_all_close(evaluated, trained, atol=1e-4, rtol=1e-4)
+    other = make_batch(1)["image"]
+    both = recalibrate(state, jnp.stack([batch["image"], other]), path)
+    alone = recalibrate(state, other[None], path)
+    chex.assert_trees_all_close(both, jax.tree.map(lambda a, b: (a + b) / 2, stats, alone), atol=1e-5)
+
+
+@pytest.mark.parametrize("regularizer, weight", [("beta", 2.0), ("dirichlet_kl", 0.5)])
+def test_the_arch_step_adds_the_regularizer_to_the_held_out_loss(regularizer, batch, weight):
+    sampler = "dirichlet" if regularizer == "dirichlet_kl" else "softmax"
+    _, _, plain_state, plain = search_setup("nb201", sampler=sampler, total_steps=10)
+    _, _, state, steps = search_setup("nb201", sampler=sampler, total_steps=10, arch_regularizer=regularizer,
+                                      arch_reg_weight=weight)  # fmt: skip
+    state = {**state, "step": jnp.int32(5)}
+    reg = arch_regularizer(regularizer, weight, 10)
+    grads, aux = steps.arch_grad(state, batch)
+    plain_grads, plain_aux = plain.arch_grad({**plain_state, "step": jnp.int32(5)}, batch)
+    np.testing.assert_allclose(aux["reg"], reg(state["arch"], 5), rtol=1e-6)
+    np.testing.assert_allclose(aux["loss"], plain_aux["loss"], rtol=1e-6)
+    reg_grad = jax.grad(reg)(state["arch"], 5)
+    chex.assert_trees_all_close(grads, jax.tree.map(jnp.add, plain_grads, reg_grad), atol=1e-6)
 
 
 # DARTS with 4 of its 8 ops (one of each kind: zero, identity, convolution, pooling): every edge of both cell
