@@ -2,7 +2,7 @@
 
 The file is a CSV (optionally gzipped) with the columns ``arch_str`` (the cell in NAS-Bench-201's string
 form, ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``) and ``cifar10_test_acc`` (percent); the project ships the
-NATS-Bench topology table's 200-epoch column as ``benchmarks/data/nb201_cifar10.csv.gz``.
+NATS-Bench topology table's 200-epoch column as ``benchmarks/tables/nb201_cifar10.csv.gz``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class NB201Table:
 def load_nb201_table(path: str | pathlib.Path) -> NB201Table:
     """Reads and checks the table; any problem is one ValueError that names the file and the fix."""
     path = pathlib.Path(path)
-    fix = f"pass a CSV with the columns {', '.join(COLUMNS)} (e.g. benchmarks/data/nb201_cifar10.csv.gz)"
+    fix = f"pass a CSV with the columns {', '.join(COLUMNS)} (e.g. benchmarks/tables/nb201_cifar10.csv.gz)"
     try:
         raw = path.read_bytes()
         text = gzip.decompress(raw).decode() if raw[:2] == b"\x1f\x8b" else raw.decode()

@@ -40,7 +40,7 @@ from asose_jax.plots import plot_table_accuracy  # noqa: E402
 from asose_jax.run_config import preset  # noqa: E402
 from benchmarks.timing import environment  # noqa: E402
 
-DEFAULT_TABLE = ROOT / "benchmarks/data/nb201_cifar10.csv.gz"
+DEFAULT_TABLE = ROOT / "benchmarks/tables/nb201_cifar10.csv.gz"
 
 
 def method_flags(method: str) -> list[str]:
@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         curves[f"{method_label(method)} seed {seed}"] = epochs
     arch_epochs = preset(args.preset).arch_epochs * args.arch_epochs_scale
-    commands = {method_label(m): search_command(args, m, 0, pathlib.Path("WORKDIR"))[1:] for m in args.methods}
+    commands = {}  # each method's search command, paths relative to the repository
+    for m in args.methods:
+        commands[method_label(m)] = [a.replace(f"{ROOT}/", "") for a in search_command(args, m, 0, ROOT / "RUN")[1:]]
     write_json(args.out, {"preset": args.preset, "arch_epochs": arch_epochs, "data": args.data,
                           "parallel": args.parallel, "environment": environment(), "commands": commands,
                           "methods": aggregate(rows), "runs": rows})  # fmt: skip

@@ -4,7 +4,7 @@
     python experiments/cifar10_search.py --preset smoke --data npz:data/cifar10.npz
     python experiments/cifar10_search.py --preset darts --space darts --batch-size 96
     python experiments/cifar10_search.py --preset nb201-cpu --data npz:data/cifar10.npz \
-        --nb201-table benchmarks/data/nb201_cifar10.csv.gz        # scored on NAS-Bench-201
+        --nb201-table benchmarks/tables/nb201_cifar10.csv.gz        # scored on NAS-Bench-201
 
 Every flag left out takes the preset's value (shown as the default below, for the reference preset).
 Bad input ends with one line on stderr and exit status 2.

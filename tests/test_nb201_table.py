@@ -21,7 +21,7 @@ def write_table(path: pathlib.Path, rows: list[tuple[str, str]], header: str = "
 
 
 def test_the_shipped_table_scores_the_published_anchors():
-    table = load_nb201_table(ROOT / "benchmarks/data/nb201_cifar10.csv.gz")
+    table = load_nb201_table(ROOT / "benchmarks/tables/nb201_cifar10.csv.gz")
     assert len(table) == 5**6
     assert table.score(PUBLISHED["NB201_BEST"]) == {"arch_str": BEST, "table_acc": 94.3733, "table_rank": 1}
     assert table.score(ALL_SKIP)["table_acc"] == pytest.approx(54.30, abs=0.01)  # where DARTS collapses
