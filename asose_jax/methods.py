@@ -47,8 +47,9 @@ def with_method(search: SearchConfig, name: str) -> SearchConfig:
 
 
 def method_of(search: SearchConfig) -> str | None:
-    """The name of the method whose fields ``search`` has, or None for a combination of its own."""
+    """The name of the method whose sampler, temperatures and regulariser ``search`` has (with any
+    regulariser coefficient, which presets scale to their network), or None for a combination of its own."""
     for name, fields in METHODS.items():
-        if all(getattr(search, k) == v for k, v in fields.items()):
+        if all(getattr(search, k) == v for k, v in fields.items() if k != "arch_reg_weight"):
             return name
     return None

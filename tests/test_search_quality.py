@@ -33,7 +33,9 @@ def test_methods_set_their_fields_and_are_recognised_back():
         search = with_method(SearchConfig(space="nb201"), name)
         assert {k: getattr(search, k) for k in fields} == fields
         assert method_of(search) == name
-    assert method_of(dataclasses.replace(with_method(SearchConfig(), "darts"), arch_regularizer="beta")) is None
+    assert method_of(dataclasses.replace(with_method(SearchConfig(), "gdas"), arch_regularizer="beta")) is None
+    rescaled = dataclasses.replace(with_method(SearchConfig(), "beta_darts"), arch_reg_weight=5.0)
+    assert method_of(rescaled) == "beta_darts"  # a coefficient scaled to the network is the same method
     with pytest.raises(ValueError, match="unknown --method 'enas'; use one of darts, gdas"):
         with_method(SearchConfig(), "enas")
 
@@ -47,9 +49,7 @@ def test_the_nb201_cpu_preset():
     config = preset("nb201-cpu")
     search = config.search
     assert (search.space, search.init_channels, search.depth) == ("nb201", 8, 1)
-    assert method_of(dataclasses.replace(search, arch_reg_weight=METHODS["beta_darts"]["arch_reg_weight"])) == (
-        "beta_darts"
-    )
+    assert method_of(search) == "beta_darts"
     assert search.arch_reg_weight == 5.0 and search.arch_lr == 3e-3
     assert (config.train_limit, config.batch_size, config.cycles) == (10000, 64, 1)
     assert (config.warmup_epochs, config.arch_epochs, config.retrain_epochs) == (2, 8, 0)
