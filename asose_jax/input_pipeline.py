@@ -62,7 +62,7 @@ def load_npz(path: str | pathlib.Path, train_limit: int | None = None, num_class
     """Reads ``x_train, y_train, x_test, y_test`` from an .npz; keeps the first ``train_limit`` training images."""
     path = pathlib.Path(path)
     if not path.is_file():
-        raise ValueError(f"no data file at {path}: write one with ../shared/datasets/cifar10-jpeg/to_arrays.py")
+        raise ValueError(f"no data file at {path}: write one with experiments/prepare_cifar10.py")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in NPZ_KEYS if k not in data.files]
@@ -184,7 +184,7 @@ def load_tfds(
             where = data_dir or "the default ~/tensorflow_datasets"
             raise ValueError(
                 f"cannot load tfds {name!r} from {where} ({type(err).__name__}: {first_line}); point "
-                "--data-dir at a prepared copy, or use --data npz:PATH (../shared/datasets/cifar10-jpeg/to_arrays.py)"
+                "--data-dir at a prepared copy, or use --data npz:PATH (written by experiments/prepare_cifar10.py)"
             ) from None
         arrays[f"x_{split}"] = np.concatenate([x for x, _ in chunks])
         arrays[f"y_{split}"] = np.concatenate([y for _, y in chunks])

@@ -55,7 +55,7 @@ def test_bad_arrays_are_named(tmp_path, change, message):
 
 
 def test_missing_truncated_and_incomplete_files(tmp_path):
-    with pytest.raises(ValueError, match="no data file at .*to_arrays.py"):
+    with pytest.raises(ValueError, match="no data file at .*experiments/prepare_cifar10.py"):
         load_npz(tmp_path / "absent.npz")
     np.savez(tmp_path / "d.npz", **_arrays())
     blob = (tmp_path / "d.npz").read_bytes()
