@@ -14,8 +14,6 @@ import io
 import math
 import pathlib
 
-import numpy as np
-
 from asose_jax.genotypes import NB201Genotype, check_genotype
 
 COLUMNS = ("arch_str", "cifar10_test_acc")
@@ -28,9 +26,6 @@ class NB201Table:
     path: str
     accuracy: dict[str, float]
 
-    def __post_init__(self):
-        object.__setattr__(self, "_sorted", np.sort(np.fromiter(self.accuracy.values(), float)))
-
     def __len__(self) -> int:
         return len(self.accuracy)
 
@@ -40,7 +35,7 @@ class NB201Table:
         if arch not in self.accuracy:
             raise ValueError(f"cell {arch} is not in the NAS-Bench-201 table {self.path} ({len(self)} cells)")
         acc = self.accuracy[arch]
-        rank = 1 + len(self._sorted) - int(np.searchsorted(self._sorted, acc, side="right"))
+        rank = 1 + sum(other > acc for other in self.accuracy.values())
         return {"arch_str": arch, "table_acc": acc, "table_rank": rank}
 
 

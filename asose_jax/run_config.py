@@ -175,7 +175,7 @@ def _flag(name: str) -> str:
 _SEARCH_FIELDS = {f.name for f in dataclasses.fields(SearchConfig)}
 _RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
 # Settings that may change when a run resumes: they change neither its results nor its metrics.jsonl.
-RESUMABLE_CHANGES = ("data_dir", "checkpoint_every", "keep_checkpoints", "nb201_table")
+RESUMABLE_CHANGES = ("data_dir", "checkpoint_every", "keep_checkpoints")
 COMPUTED = ("total_steps", "num_classes")  # set by the driver from the data and the cycle
 
 

@@ -634,7 +634,7 @@ def train_and_evaluate(
     genotype = run.genotype()
     val, test = run.evaluate(on_test=False, derived=True), run.evaluate(on_test=True, derived=True)
     # The mixture is what soft samplers train; single-path weights never saw a mixture.
-    mixture = not is_single_path(config.search.sampler)
+    mixture = validation_measure(config.search.sampler) == SUPERNET
     val_super = run.evaluate(on_test=False, derived=False) if mixture else {"acc": None, "loss": None}
     test_super = run.evaluate(on_test=True, derived=False) if mixture else {"acc": None, "loss": None}
     measured_val, measured_test = (val_super, test_super) if mixture else (val, test)

@@ -133,19 +133,20 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         curves[f"{method_label(method)} seed {seed}"] = epochs
     arch_epochs = preset(args.preset).arch_epochs * args.arch_epochs_scale
+    per_method = aggregate(rows)
     commands = {}  # each method's search command, paths relative to the repository
     for m in args.methods:
         commands[method_label(m)] = [a.replace(f"{ROOT}/", "") for a in search_command(args, m, 0, ROOT / "RUN")[1:]]
     write_json(args.out, {"preset": args.preset, "arch_epochs": arch_epochs, "data": args.data,
                           "parallel": args.parallel, "environment": environment(), "commands": commands,
-                          "methods": aggregate(rows), "runs": rows})  # fmt: skip
+                          "methods": per_method, "runs": rows})  # fmt: skip
     title = f"{args.preset}, {arch_epochs} arch epochs: NAS-Bench-201 accuracy of the derived cell"
     plot_table_accuracy(curves, args.out.with_suffix(".png"), title)
     print(f"{'method':<12}{'seed':>5}{'table %':>9}{'rank':>7}{'skip':>6}{'none':>6}{'wall s':>8}  cell")
     for r in rows:
         print(f"{r['method']:<12}{r['seed']:>5}{r['table_acc']:>9.2f}{r['table_rank']:>7}{r['skip_connect']:>6}"
               f"{r['none']:>6}{r['wall_time_s']:>8.0f}  {r['arch_str']}")  # fmt: skip
-    for method, agg in aggregate(rows).items():
+    for method, agg in per_method.items():
         low, high = agg["table_acc_min"], agg["table_acc_max"]
         print(f"{method:<12} mean {agg['table_acc_mean']:.2f} range {low:.2f}-{high:.2f}")
     return 0

@@ -89,12 +89,11 @@ def test_gdas_gives_every_logit_of_an_nb201_edge_a_gradient_when_none_is_sampled
     loss: a ReLU-first convolution passes no gradient at an all-zero input, in GDAS too): all K logits of that
     edge get a gradient, through ``sum_{k != i} h_k``, which is zero in value."""
     _, model, state, steps = search_setup("nb201", sampler="gumbel_hard")
-    none, conv = NB201_OPS.index("none"), NB201_OPS.index("skip_connect")
+    none, skip = NB201_OPS.index("none"), NB201_OPS.index("skip_connect")
     arch_grad = jax.jit(steps.arch_grad)
     for edge in range(6):
-        logits = jnp.zeros((6, 5)).at[:, conv].set(10.0).at[edge].set(0.0).at[edge, none].set(10.0)
-        sampled = sample_edge_weights({"cell": logits}, steps_key(state), "gumbel_hard", 5.0)["cell"]
-        assert int(jnp.argmax(sampled[edge])) == none and int(jnp.argmax(sampled[(edge + 1) % 6])) == conv
+        # A margin of 10 decides each sample: a Gumbel difference above 10 has probability about 5e-5.
+        logits = jnp.zeros((6, 5)).at[:, skip].set(10.0).at[edge].set(0.0).at[edge, none].set(10.0)
         grads, _ = arch_grad({**state, "arch": {"cell": logits}}, batch)
         assert jnp.all(grads["cell"][edge] != 0), (edge, grads["cell"][edge])
     # Forward values are those of the chosen ops alone: the added scalars are exactly zero.
@@ -103,12 +102,6 @@ def test_gdas_gives_every_logit_of_an_nb201_edge_a_gradient_when_none_is_sampled
     apply = jax.jit(lambda w, single: model.apply(variables, batch["image"], w, train=False, single_path=single),
                     static_argnums=1)  # fmt: skip
     chex.assert_trees_all_close(apply(weights, True), apply(weights, False), atol=1e-6)
-
-
-def steps_key(state):
-    """The key ``arch_step`` samples with at the state's step (``steps.step_key`` with the arch stream)."""
-    base = jax.random.wrap_key_data(state["rng"], impl="rbg")
-    return jax.random.fold_in(jax.random.fold_in(base, state["step"]), 1)
 
 
 def test_recalibrated_batch_norm_statistics_are_the_path_s_batch_statistics(batch):
