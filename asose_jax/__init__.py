@@ -29,10 +29,10 @@ Module map:
   plots          PNG plots from metrics.jsonl
 """
 
-from asose_jax.config import SearchConfig
-from asose_jax.genotypes import derive_genotype, genotype_from_json, genotype_to_json
+from asose_jax.search.config import SearchConfig
+from asose_jax.search.steps import build_model, init_search_state, make_search_steps
 from asose_jax.spaces import build_search_model, count_params, init_arch_logits
-from asose_jax.steps import build_model, init_search_state, make_search_steps
+from asose_jax.spaces.genotypes import derive_genotype, genotype_from_json, genotype_to_json
 
 __all__ = [
     "SearchConfig",

@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from asose_jax.checkpointing import CHECKPOINT_DIR, Checkpoints  # noqa: E402
-from asose_jax.run_config import preset  # noqa: E402
-from asose_jax.steps import build_model, init_search_state, make_search_steps  # noqa: E402
+from asose_jax.runtime.checkpointing import CHECKPOINT_DIR, Checkpoints  # noqa: E402
+from asose_jax.search.run_config import preset  # noqa: E402
+from asose_jax.search.steps import build_model, init_search_state, make_search_steps  # noqa: E402
 
 
 def _directory_bytes(path: pathlib.Path) -> int:

@@ -10,7 +10,7 @@ accuracy of the cell derived at each epoch end, a line per run. Prints a table. 
         --methods darts gdas aso_se beta_darts drnas --seeds 0 1 2 --parallel 2 \\
         --out benchmarks/results/search_quality_nb201_cpu.json
 
-A method is a name from ``asose_jax.methods`` or ``preset`` (the preset's own settings), optionally with
+A method is a name from ``asose_jax.search.methods`` or ``preset`` (the preset's own settings), optionally with
 flags after a colon: ``darts:--arch-lr=1e-3``. ``--arch-epochs-scale 3`` runs the preset's architecture
 phase three times as long (the collapse check).
 With ``--parallel N`` runs go N at a time, each pinned to its own core (``taskset``) when the machine has
@@ -33,11 +33,11 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asose_jax.methods import METHODS  # noqa: E402
-from asose_jax.metrics_log import read_metrics, write_json  # noqa: E402
-from asose_jax.nb201_table import cell_statistics, load_nb201_table  # noqa: E402
-from asose_jax.plots import plot_table_accuracy  # noqa: E402
-from asose_jax.run_config import preset  # noqa: E402
+from asose_jax.runtime.metrics_log import read_metrics, write_json  # noqa: E402
+from asose_jax.runtime.plots import plot_table_accuracy  # noqa: E402
+from asose_jax.search.methods import METHODS  # noqa: E402
+from asose_jax.search.nb201_table import cell_statistics, load_nb201_table  # noqa: E402
+from asose_jax.search.run_config import preset  # noqa: E402
 from benchmarks.timing import environment  # noqa: E402
 
 DEFAULT_TABLE = ROOT / "benchmarks/tables/nb201_cifar10.csv.gz"

@@ -31,11 +31,11 @@ def worker(args) -> dict:
     """Runs in the process with the devices; returns timings and losses of both variants."""
     import jax
 
-    from asose_jax import parallel
-    from asose_jax.config import SearchConfig
-    from asose_jax.run_config import RunConfig
-    from asose_jax.steps import build_model, init_search_state
-    from asose_jax.train import make_iterations
+    from asose_jax.runtime import parallel
+    from asose_jax.search.config import SearchConfig
+    from asose_jax.search.driver import make_iterations
+    from asose_jax.search.run_config import RunConfig
+    from asose_jax.search.steps import build_model, init_search_state
     from benchmarks.timing import environment, time_compiled
 
     config = RunConfig(search=SearchConfig(space=args.space, sampler=args.sampler, init_channels=args.init_channels,

@@ -16,10 +16,10 @@ import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from asose_jax.config import SearchConfig  # noqa: E402
-from asose_jax.sampling import SAMPLERS  # noqa: E402
+from asose_jax.search.config import SearchConfig  # noqa: E402
+from asose_jax.search.sampling import SAMPLERS  # noqa: E402
+from asose_jax.search.steps import build_model, init_search_state, make_search_steps  # noqa: E402
 from asose_jax.spaces import SPACES  # noqa: E402
-from asose_jax.steps import build_model, init_search_state, make_search_steps  # noqa: E402
 from benchmarks.timing import environment, time_compiled  # noqa: E402
 
 

@@ -22,11 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from asose_jax import parallel  # noqa: E402
-from asose_jax.genotypes import PUBLISHED  # noqa: E402
-from asose_jax.networks import build_network  # noqa: E402
-from asose_jax.retrain import compute_dtype, init_train_state, make_train_step, scan_steps  # noqa: E402
-from asose_jax.retrain_config import recipe  # noqa: E402
+from asose_jax.runtime import parallel  # noqa: E402
+from asose_jax.spaces.genotypes import PUBLISHED  # noqa: E402
+from asose_jax.spaces.networks import build_network  # noqa: E402
+from asose_jax.train.config import recipe  # noqa: E402
+from asose_jax.train.driver import compute_dtype, init_train_state, make_train_step, scan_steps  # noqa: E402
 from benchmarks.timing import environment, time_compiled  # noqa: E402
 
 

@@ -21,11 +21,11 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from asose_jax.cli import ArgumentParser, add_runtime_flags, setup_runtime  # noqa: E402
-from asose_jax.config import SearchConfig  # noqa: E402
-from asose_jax.methods import METHODS, with_method  # noqa: E402
-from asose_jax.operations import OP_SETS  # noqa: E402
-from asose_jax.run_config import PRESETS, RunConfig, preset  # noqa: E402
+from asose_jax.nn.operations import OP_SETS  # noqa: E402
+from asose_jax.runtime.cli import ArgumentParser, add_runtime_flags, setup_runtime  # noqa: E402
+from asose_jax.search.config import SearchConfig  # noqa: E402
+from asose_jax.search.methods import METHODS, with_method  # noqa: E402
+from asose_jax.search.run_config import PRESETS, RunConfig, preset  # noqa: E402
 
 # (flag, field, type, help); fields of RunConfig, or of SearchConfig when prefixed "search.".
 FLAGS = (
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         setup_runtime(args)
 
-        from asose_jax.train import Interrupted, train_and_evaluate
+        from asose_jax.search.driver import Interrupted, train_and_evaluate
 
         summary = train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume)
     except (ValueError, FloatingPointError, OSError) as err:

@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from asose_jax.cli import ArgumentParser, add_runtime_flags, setup_runtime  # noqa: E402
-from asose_jax.retrain_config import COMPUTE_DTYPES, RECIPE_NAMES, TrainConfig, recipe  # noqa: E402
+from asose_jax.runtime.cli import ArgumentParser, add_runtime_flags, setup_runtime  # noqa: E402
+from asose_jax.train.config import COMPUTE_DTYPES, RECIPE_NAMES, TrainConfig, recipe  # noqa: E402
 
 # (flag, field, type, help)
 FLAGS = (
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or f"runs/train-{label}-{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         setup_runtime(args)
 
-        from asose_jax.retrain import train_and_evaluate
+        from asose_jax.train.driver import train_and_evaluate
 
         summary = train_and_evaluate(config, workdir)
     except (ValueError, FloatingPointError, OSError) as err:

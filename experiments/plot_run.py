@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from asose_jax.plots import plot_run  # noqa: E402
+from asose_jax.runtime.plots import plot_run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

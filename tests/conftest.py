@@ -15,8 +15,8 @@ jax.config.update("jax_disable_most_optimizations", True)
 jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/asose_jax_xla_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
-from asose_jax.config import SearchConfig  # noqa: E402
-from asose_jax.steps import build_model, init_search_state, make_search_steps  # noqa: E402
+from asose_jax.search.config import SearchConfig  # noqa: E402
+from asose_jax.search.steps import build_model, init_search_state, make_search_steps  # noqa: E402
 
 IMAGE = 8
 TINY = {

@@ -13,14 +13,14 @@ import pytest
 from conftest import IMAGE, tiny_config
 from jax.sharding import PartitionSpec as P
 
-from asose_jax import parallel
-from asose_jax.genotypes import ChainGenotype
-from asose_jax.networks import build_network
-from asose_jax.retrain import init_train_state, make_train_step, scan_steps
-from asose_jax.retrain_config import recipe
-from asose_jax.run_config import RunConfig
-from asose_jax.steps import build_model, init_search_state, make_search_steps
-from asose_jax.train import jit_iterations, make_iterations
+from asose_jax.runtime import parallel
+from asose_jax.search.driver import jit_iterations, make_iterations
+from asose_jax.search.run_config import RunConfig
+from asose_jax.search.steps import build_model, init_search_state, make_search_steps
+from asose_jax.spaces.genotypes import ChainGenotype
+from asose_jax.spaces.networks import build_network
+from asose_jax.train.config import recipe
+from asose_jax.train.driver import init_train_state, make_train_step, scan_steps
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))

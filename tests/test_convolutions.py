@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from asose_jax.conv import conv2d as reference_conv
-from asose_jax.conv import conv_matmul_grad, resolve_impl
-from asose_jax.depthwise import depthwise_conv
+from asose_jax.nn.conv import conv2d as reference_conv
+from asose_jax.nn.conv import conv_matmul_grad, resolve_impl
+from asose_jax.nn.depthwise import depthwise_conv
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from asose_jax import cycle
-from asose_jax.config import SearchConfig
-from asose_jax.run_config import PRESETS, RunConfig, preset
+from asose_jax.search import cycle
+from asose_jax.search.config import SearchConfig
+from asose_jax.search.run_config import PRESETS, RunConfig, preset
 
 
 def test_phases_count_epochs_over_their_own_split():

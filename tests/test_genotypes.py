@@ -1,7 +1,9 @@
 import jax.numpy as jnp
 import pytest
 
-from asose_jax.genotypes import (
+from asose_jax.nn.operations import ASO_SE_OPS, DARTS_OPS, NB201_OPS
+from asose_jax.runtime.metrics_log import write_json
+from asose_jax.spaces.genotypes import (
     ChainGenotype,
     DartsGenotype,
     NB201Genotype,
@@ -9,9 +11,7 @@ from asose_jax.genotypes import (
     genotype_from_json,
     genotype_to_json,
     load_genotype,
-    save_genotype,
 )
-from asose_jax.operations import ASO_SE_OPS, DARTS_OPS, NB201_OPS
 
 
 def _one_hot_rows(op_names, choices, strength=5.0):
@@ -68,7 +68,7 @@ def test_nb201_argmax_per_edge_and_string_format():
 )
 def test_json_round_trip(genotype, tmp_path):
     assert genotype_from_json(genotype_to_json(genotype)) == genotype
-    save_genotype(tmp_path / "genotype.json", genotype)
+    write_json(tmp_path / "genotype.json", genotype_to_json(genotype))
     assert load_genotype(tmp_path / "genotype.json") == genotype
 
 

@@ -18,14 +18,16 @@ import pytest
 from conftest import IMAGE, make_batch, search_setup
 from flax.traverse_util import flatten_dict
 
-from asose_jax import growth, train
-from asose_jax.genotypes import ChainGenotype, genotype_edge_weights, genotype_from_json, genotype_to_json
-from asose_jax.growth import GrowthCaps, Mutation
-from asose_jax.networks import build_network
-from asose_jax.run_config import RunConfig
-from asose_jax.spaces import build_search_model
-from asose_jax.spaces.chain import ChainArchitecture
-from asose_jax.steps import make_search_steps
+from asose_jax.search import driver as train
+from asose_jax.search import growth
+from asose_jax.search.growth import GrowthCaps, Mutation
+from asose_jax.search.run_config import RunConfig
+from asose_jax.search.steps import make_search_steps
+from asose_jax.spaces import build_search_model, space_of
+from asose_jax.spaces.chain import CHAIN, ChainArchitecture, ChainGenotype
+from asose_jax.spaces.chain.growth import mutate_architecture
+from asose_jax.spaces.genotypes import genotype_edge_weights, genotype_from_json, genotype_to_json
+from asose_jax.spaces.networks import build_network
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "experiments"))
 
@@ -135,7 +137,7 @@ def test_old_optimizer_state_is_carried_bit_for_bit_and_new_state_is_zero(traine
         rest[region] = 0
         assert not np.any(rest), path  # widened channels start without momentum
     # Logits and Adam moments: old rows moved to the old edges' rows, new rows zero (moments) or drawn (logits).
-    rows = growth._row_positions(model, grown_model)[("blocks",)]
+    rows = space_of(model).logit_rows(model, grown_model)[("blocks",)]
     np.testing.assert_array_equal(np.asarray(grown["arch"]["blocks"])[rows], state["arch"]["blocks"])
     adam_old, adam_new = state["arch_opt"][1][0], grown["arch_opt"][1][0]
     assert int(adam_new.count) == int(adam_old.count) > 0
@@ -150,15 +152,13 @@ def test_old_optimizer_state_is_carried_bit_for_bit_and_new_state_is_zero(traine
 
 def test_mutated_architectures_and_gates():
     arch = ChainArchitecture.initial(4, 2)
-    deeper = growth.mutate_architecture(arch, Mutation("depth", 1))
+    deeper = mutate_architecture(arch, Mutation("depth", 1))
     assert [(b.name, b.stage, b.gated) for b in deeper.blocks] == [
         ("block_0", 0, False), ("block_2", 0, True), ("block_1", 1, False)]  # fmt: skip
     assert deeper.edge_rows() == [("block_0", 0), ("block_2", 0), ("block_1", 0)]
-    wider = growth.mutate_architecture(arch, Mutation("width", 1, 1.5))
+    wider = mutate_architecture(arch, Mutation("width", 1, 1.5))
     assert wider.stage_channels == (4, 12)
-    branched = growth.mutate_architecture(
-        growth.mutate_architecture(arch, Mutation("branch", 0)), Mutation("branch", 0)
-    )
+    branched = mutate_architecture(mutate_architecture(arch, Mutation("branch", 0)), Mutation("branch", 0))
     assert branched.edge_rows() == [("block_0", 0), ("block_0", 1), ("block_0", 2), ("block_1", 0)]
     assert json.loads(json.dumps(branched.to_json())) == branched.to_json()  # saved copies compare equal
     assert ChainArchitecture.from_json(branched.to_json()) == branched
@@ -168,11 +168,11 @@ def test_mutated_architectures_and_gates():
 
 def test_the_rule_chooses_targets_rotates_kinds_and_respects_caps():
     model = build_search_model("chain", 4, 4, op_names=OPS)  # two blocks per stage
-    assert growth.choose_target(model, "depth") == 4  # tie: the later stage, after its last block
-    assert growth.choose_target(growth.grown_model(model, Mutation("depth", 4)), "depth") == 2  # stage 0 now
-    assert growth.choose_target(model, "width") == 1
-    assert growth.choose_target(growth.grown_model(model, Mutation("width", 1, 1.5)), "width") == 0
-    assert growth.choose_target(model, "branch") == 3
+    assert CHAIN.choose_target(model, "depth") == 4  # tie: the later stage, after its last block
+    assert CHAIN.choose_target(CHAIN.grown_model(model, Mutation("depth", 4)), "depth") == 2  # stage 0 now
+    assert CHAIN.choose_target(model, "width") == 1
+    assert CHAIN.choose_target(CHAIN.grown_model(model, Mutation("width", 1, 1.5)), "width") == 0
+    assert CHAIN.choose_target(model, "branch") == 3
     assert growth.kinds_to_try("auto", None) == ("depth", "width", "branch")
     assert growth.kinds_to_try("auto", "width") == ("branch", "depth", "width")
     assert growth.kinds_to_try("width", "width") == ("width",)
@@ -186,9 +186,9 @@ def test_the_rule_chooses_targets_rotates_kinds_and_respects_caps():
     assert mutation is None and [r.split(":")[0] for r in refused] == ["width", "branch", "depth"]
     assert "--max-params 10" in refused[-1]
     nb201 = build_search_model("nb201", 2, 1)
-    assert growth.growth_kinds(nb201) == ("depth",) and growth.growth_kinds(build_search_model("darts", 2, 3)) == ()
-    assert growth.choose_target(nb201, "depth") == 2
-    assert growth.choose_target(nb201.clone(grown_cells=(0, 1, 1)), "depth") == 0
+    assert space_of(nb201).growth_kinds == ("depth",) and space_of(build_search_model("darts", 2, 3)).growth_kinds == ()
+    assert space_of(nb201).choose_target(nb201, "depth") == 2
+    assert space_of(nb201).choose_target(nb201.clone(grown_cells=(0, 1, 1)), "depth") == 0
     mutation, refused = growth.next_mutation(nb201, ("width", "depth"), caps, lambda m: 0, 1.5)
     assert mutation == Mutation("depth", 2) and refused[0].startswith("width: not a mutation")
 

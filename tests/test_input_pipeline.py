@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asose_jax.input_pipeline import (
+from asose_jax.runtime.input_pipeline import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     augment,

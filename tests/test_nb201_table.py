@@ -7,8 +7,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from asose_jax.genotypes import PUBLISHED, NB201Genotype, derive_genotype
-from asose_jax.nb201_table import cell_statistics, load_nb201_table
+from asose_jax.search.nb201_table import cell_statistics, load_nb201_table
+from asose_jax.spaces.genotypes import PUBLISHED, NB201Genotype, derive_genotype
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BEST = PUBLISHED["NB201_BEST"].to_string()

@@ -9,18 +9,20 @@ import numpy as np
 import pytest
 from conftest import IMAGE
 
-from asose_jax.genotypes import (
+from asose_jax.nn.initializers import init_variables
+from asose_jax.runtime.metrics_log import write_json
+from asose_jax.spaces import count_params
+from asose_jax.spaces.darts import drop_path
+from asose_jax.spaces.genotypes import (
     PUBLISHED,
     ChainGenotype,
     DartsGenotype,
     check_genotype,
     derive_genotype,
+    genotype_to_json,
     resolve_genotype,
-    save_genotype,
 )
-from asose_jax.initializers import init_variables
-from asose_jax.networks import build_network, drop_path
-from asose_jax.spaces import count_params
+from asose_jax.spaces.networks import build_network
 
 TINY_NETS = {
     "chain": (ChainGenotype(("sep_conv_3x3", "skip_connect", "max_pool_3x3")), {"init_channels": 4}),
@@ -100,7 +102,7 @@ def test_drop_path_maths():
 
 def test_search_genotype_files_load_and_build(tmp_path):
     genotype = derive_genotype("darts", {"normal": np.eye(14, 8), "reduce": np.eye(14, 8)[::-1]}, PUBLISHED_OPS)
-    save_genotype(tmp_path / "genotype.json", genotype)
+    write_json(tmp_path / "genotype.json", genotype_to_json(genotype))
     for source in (tmp_path, tmp_path / "genotype.json"):  # a run directory or its file
         loaded = resolve_genotype(str(source))
         assert loaded == genotype

@@ -3,8 +3,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from asose_jax.mixed_op import MixedOp
-from asose_jax.operations import ASO_SE_OPS, DARTS_OPS, NB201_OPS, OP_SETS, OPS, check_op_names, make_op
+from asose_jax.nn.mixed_op import MixedOp
+from asose_jax.nn.operations import ASO_SE_OPS, DARTS_OPS, NB201_OPS, OP_SETS, OPS, check_op_names, make_op
 
 ALL_OPS = sorted(OPS)
 

@@ -4,8 +4,8 @@ import chex
 import jax.numpy as jnp
 import numpy as np
 
-from asose_jax.config import SearchConfig
-from asose_jax.optimizers import arch_optimizer, descend, weight_optimizer
+from asose_jax.nn.optimizers import arch_optimizer, descend, weight_optimizer
+from asose_jax.search.config import SearchConfig
 
 
 def test_sgd_clips_then_adds_weight_decay_then_momentum():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from asose_jax.input_pipeline import load_npz
+from asose_jax.runtime.input_pipeline import load_npz
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "experiments"))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.special import digamma, gammaln
 
-from asose_jax.regularizers import arch_regularizer, beta_regularizer, dirichlet_kl, dirichlet_kl_regularizer
+from asose_jax.search.regularizers import arch_regularizer, beta_regularizer, dirichlet_kl, dirichlet_kl_regularizer
 
 LOGITS = {"cell": jnp.array([[0.2, -0.3, 1.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0]]), "x": jnp.array([[2.0, -1.0]])}
 

@@ -209,7 +209,7 @@ def test_bad_workdirs_give_one_line_and_change_nothing(
 def test_a_checkpoint_keeps_the_progress_of_its_save_time(tmp_path, monkeypatch):
     """orbax serialises JSON in a background thread, and the driver goes on changing its progress dict:
     ``save`` must hand orbax a snapshot, so changes made after ``save`` never leak into the checkpoint."""
-    from asose_jax.checkpointing import Checkpoints
+    from asose_jax.runtime.checkpointing import Checkpoints
 
     handed = []
     json_save = ocp.args.JsonSave

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from conftest import IMAGE, write_tiny_npz
 
-from asose_jax import retrain
-from asose_jax.genotypes import ChainGenotype, genotype_to_json
-from asose_jax.metrics_log import read_metrics
-from asose_jax.networks import build_network
-from asose_jax.retrain import init_train_state, make_train_step, scan_steps
-from asose_jax.retrain_config import recipe
+from asose_jax.runtime.metrics_log import read_metrics
+from asose_jax.spaces.genotypes import ChainGenotype, genotype_to_json
+from asose_jax.spaces.networks import build_network
+from asose_jax.train import driver as retrain
+from asose_jax.train.config import recipe
+from asose_jax.train.driver import init_train_state, make_train_step, scan_steps
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))

@@ -4,14 +4,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asose_jax.sampling import (
+from asose_jax.nn.schedules import learning_rate_schedule, temperature_schedule
+from asose_jax.search.sampling import (
     argmax_edge_weights,
     dirichlet_concentration,
     edge_entropy,
     expected_edge_weights,
     sample_edge_weights,
 )
-from asose_jax.schedules import learning_rate_schedule, temperature_schedule
 
 LOGITS = {"normal": jnp.array([[0.5, -1.0, 2.0, 0.0]] * 3), "reduce": jnp.zeros((2, 4))}
 

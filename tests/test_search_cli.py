@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from asose_jax import train
-from asose_jax.genotypes import load_genotype
-from asose_jax.metrics_log import read_metrics
+from asose_jax.runtime.metrics_log import read_metrics
+from asose_jax.search import driver as train
+from asose_jax.spaces.genotypes import load_genotype
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -144,8 +144,8 @@ def test_an_existing_run_is_never_overwritten(finished_run, npz_path, capsys):
 
 
 def test_dry_run_writes_config_and_parameter_counts(npz_path, tmp_path):
+    from asose_jax.search.steps import build_model, init_search_state
     from asose_jax.spaces import count_params
-    from asose_jax.steps import build_model, init_search_state
 
     assert cifar10_search.main(tiny_args(npz_path, tmp_path, "--dry-run")) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from asose_jax import train
-from asose_jax.config import SearchConfig
-from asose_jax.methods import METHODS, method_of, with_method
-from asose_jax.metrics_log import read_metrics
-from asose_jax.nb201_table import load_nb201_table
-from asose_jax.run_config import preset
-from asose_jax.train import DERIVED, SUPERNET, validation_measure
+from asose_jax.runtime.metrics_log import read_metrics
+from asose_jax.search import driver as train
+from asose_jax.search.config import SearchConfig
+from asose_jax.search.driver import DERIVED, SUPERNET, validation_measure
+from asose_jax.search.methods import METHODS, method_of, with_method
+from asose_jax.search.nb201_table import load_nb201_table
+from asose_jax.search.run_config import preset
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import pytest
 from conftest import IMAGE, TINY
 
-from asose_jax.initializers import init_variables
+from asose_jax.nn.initializers import init_variables
 from asose_jax.spaces import build_search_model, count_params, init_arch_logits, uniform_arch_weights
 
 

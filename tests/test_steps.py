@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import make_batch, search_setup
 
-from asose_jax.operations import ASO_SE_OPS, NB201_OPS
-from asose_jax.regularizers import arch_regularizer
-from asose_jax.sampling import sample_edge_weights
+from asose_jax.nn.operations import ASO_SE_OPS, NB201_OPS
+from asose_jax.search.regularizers import arch_regularizer
+from asose_jax.search.sampling import sample_edge_weights
 
 
 @functools.cache

@@ -1,13 +1,13 @@
-"""The three search spaces and the architecture-logit pytree that goes with each.
+"""The search spaces, each behind the ``SearchSpace`` interface (``base``), and the architecture-logit pytree.
 
 Every search model is a Linen module applied functionally as
 
     model.apply(variables, images, arch_weights, train=..., single_path=...)
 
-with ``variables = {"params": weights, "batch_stats": bn_state}`` and
-``arch_weights`` a dict of ``[E, K]`` arrays (one row per edge, one column per op)
-shaped like ``model.arch_shapes()``. Nothing architecture-related is a Flax
-variable: the logits live in their own pytree (``init_arch_logits``).
+with ``variables = {"params": weights, "batch_stats": bn_state}`` and ``arch_weights`` a dict of ``[E, K]``
+arrays (one row per edge, one column per op) shaped like ``model.arch_shapes()``. Nothing
+architecture-related is a Flax variable: the logits live in their own pytree (``init_arch_logits``).
+Supernets and genotypes name their space (``space`` class attribute); ``space_of`` returns it.
 """
 
 from __future__ import annotations
@@ -18,17 +18,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from asose_jax.operations import OP_SETS, check_op_names
-from asose_jax.spaces.chain import ChainArchitecture, ChainNetwork
-from asose_jax.spaces.darts import DartsNetwork
-from asose_jax.spaces.nb201 import NB201Network
+from asose_jax.nn.operations import OP_SETS, check_op_names
+from asose_jax.spaces.base import SearchSpace
+from asose_jax.spaces.chain import CHAIN
+from asose_jax.spaces.darts import DARTS
+from asose_jax.spaces.nb201 import NB201
 
-# space name -> (module class, name of its depth field, default op set, default channels, default depth)
-SPACES: dict[str, tuple[type[nn.Module], str, str, int, int]] = {
-    "chain": (ChainNetwork, "depth", "aso_se", 32, 4),
-    "darts": (DartsNetwork, "layers", "darts", 16, 8),
-    "nb201": (NB201Network, "cells_per_stage", "nb201", 16, 5),
-}
+SPACES: dict[str, SearchSpace] = {space.name: space for space in (CHAIN, DARTS, NB201)}
+
+
+def get_space(name: str) -> SearchSpace:
+    if name not in SPACES:
+        raise ValueError(f"unknown search space {name!r}; use one of {', '.join(SPACES)}")
+    return SPACES[name]
+
+
+def space_of(model_or_genotype) -> SearchSpace:
+    """The space a supernet, discrete genotype or space name belongs to."""
+    return get_space(model_or_genotype if isinstance(model_or_genotype, str) else model_or_genotype.space)
 
 
 def build_search_model(
@@ -42,18 +49,15 @@ def build_search_model(
 
     ``depth`` is the block count (chain), cell count (darts) or cells per stage (nb201).
     """
-    if space not in SPACES:
-        raise ValueError(f"unknown search space {space!r}; use one of {', '.join(SPACES)}")
-    cls, depth_field, op_set, default_channels, default_depth = SPACES[space]
+    found = get_space(space)
+    default_channels, default_depth = found.search_defaults
     channels = default_channels if init_channels is None else init_channels
     depth = default_depth if depth is None else depth
     for name, value in (("init_channels", channels), ("depth", depth), ("num_classes", num_classes)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    ops = check_op_names(OP_SETS[op_set] if op_names is None else op_names)
-    if space == "chain":
-        return ChainNetwork(ChainArchitecture.initial(channels, depth), num_classes, ops)
-    return cls(init_channels=channels, num_classes=num_classes, op_names=ops, **{depth_field: depth})
+    ops = check_op_names(OP_SETS[found.op_set] if op_names is None else op_names)
+    return found.supernet(channels, depth, num_classes, ops)
 
 
 def init_arch_logits(model: nn.Module, key: jax.Array, scale: float = 1e-3) -> dict[str, jax.Array]:

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from asose_jax.operations import check_op_names, make_op
+from asose_jax.nn.operations import check_op_names, make_op
 
 
 class MixedOp(nn.Module):

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
-from asose_jax.sampling import dirichlet_concentration
+from asose_jax.search.sampling import dirichlet_concentration
 
 ARCH_REGULARIZERS = ("none", "beta", "dirichlet_kl")
 

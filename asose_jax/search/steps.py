@@ -27,12 +27,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from asose_jax.config import SearchConfig
-from asose_jax.initializers import init_variables
-from asose_jax.operations import BN_MOMENTUM
-from asose_jax.optimizers import arch_optimizer, descend, weight_optimizer
-from asose_jax.regularizers import arch_regularizer
-from asose_jax.sampling import (
+from asose_jax.nn.initializers import init_variables
+from asose_jax.nn.operations import BN_MOMENTUM
+from asose_jax.nn.optimizers import arch_optimizer, descend, weight_optimizer
+from asose_jax.nn.schedules import learning_rate_schedule, temperature_schedule
+from asose_jax.search.config import SearchConfig
+from asose_jax.search.regularizers import arch_regularizer
+from asose_jax.search.sampling import (
     argmax_edge_weights,
     edge_entropy,
     expected_edge_weights,
@@ -40,7 +41,6 @@ from asose_jax.sampling import (
     sample_edge_weights,
     uses_temperature,
 )
-from asose_jax.schedules import learning_rate_schedule, temperature_schedule
 from asose_jax.spaces import build_search_model, init_arch_logits, uniform_arch_weights
 
 State = dict

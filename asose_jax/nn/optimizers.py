@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from asose_jax.config import SearchConfig
+from asose_jax.search.config import SearchConfig
 
 
 def weight_optimizer(config: SearchConfig) -> optax.GradientTransformation:

@@ -14,7 +14,7 @@ import io
 import math
 import pathlib
 
-from asose_jax.genotypes import NB201Genotype, check_genotype
+from asose_jax.spaces.genotypes import NB201Genotype, check_genotype
 
 COLUMNS = ("arch_str", "cifar10_test_acc")
 

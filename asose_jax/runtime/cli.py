@@ -32,7 +32,7 @@ def setup_runtime(args: argparse.Namespace) -> None:
     """Starts the distributed runtime if asked (before anything touches a device) and the compilation cache."""
     import jax  # imported here, after the cheap flag checks
 
-    from asose_jax import parallel
+    from asose_jax.runtime import parallel
 
     parallel.initialize(args.distributed)
     if args.compilation_cache:

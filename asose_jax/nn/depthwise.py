@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from asose_jax.conv import resolve_impl
+from asose_jax.nn.conv import resolve_impl
 
 
 def _out_size(size: int, k: int, stride: int, dilation: int, pad: int) -> int:

@@ -3,7 +3,7 @@
 The architecture description (``ChainArchitecture``) is plain, hashable data: the channels of each stage
 and the blocks in order, each with a stable name (its parameters live under that name, so inserting a
 block renames nothing), its stage, whether it is gated and how many branches it has. Growth
-(``asose_jax.growth``) edits this description; the network is rebuilt from it.
+(``asose_jax.search.growth``) edits this description; the network is rebuilt from it.
 
 A block (``h = preprocess(x)``, the preprocessing only where the stride or channel count changes)::
 
@@ -14,7 +14,7 @@ A block (``h = preprocess(x)``, the preprocessing only where the stride or chann
 Gates are scalar weights initialised to zero, so grown blocks and branches start as exact no-ops. In the
 search network every edge is a mixed op with its own row of architecture logits
 (``{"blocks": [E, K]}``, rows in block order, each block's op before its branches); in the discrete
-network (``asose_jax.networks``) every edge is its one chosen op.
+network (``asose_jax.spaces.chain.network``) every edge is its one chosen op.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from asose_jax.mixed_op import MixedOp
-from asose_jax.operations import ASO_SE_OPS, Gate, batch_norm, conv, make_op
+from asose_jax.nn.mixed_op import MixedOp
+from asose_jax.nn.operations import ASO_SE_OPS, Gate, batch_norm, conv, make_op
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +168,7 @@ class ChainNetwork(nn.Module):
     Architecture weights: ``{"blocks": [E, K]}``, one row per edge (``arch.edge_rows()``).
     """
 
+    space: ClassVar[str] = "chain"
     arch: ChainArchitecture
     num_classes: int = 10
     op_names: Sequence[str] = ASO_SE_OPS

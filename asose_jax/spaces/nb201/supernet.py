@@ -7,13 +7,14 @@ Depth growth appends gated cells ``x + g * cell(x)`` (``g`` initialised to zero)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from asose_jax.mixed_op import MixedOp
-from asose_jax.operations import NB201_OPS, Gate, ReLUConvBN, batch_norm, conv
+from asose_jax.nn.mixed_op import MixedOp
+from asose_jax.nn.operations import NB201_OPS, Gate, ReLUConvBN, batch_norm, conv
 
 NODES = 4  # node 0 is the cell input, node 3 its output
 
@@ -62,6 +63,7 @@ class NB201Network(nn.Module):
     Architecture weights: ``{"cell": [6, K]}``, shared by every cell.
     """
 
+    space: ClassVar[str] = "nb201"
     init_channels: int = 16
     cells_per_stage: int = 5
     num_classes: int = 10

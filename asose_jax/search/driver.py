@@ -35,21 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from asose_jax import cycle, plots
-from asose_jax.checkpointing import Checkpoints, has_checkpoint
-from asose_jax.genotypes import derive_genotype, genotype_edge_weights, genotype_to_json, save_genotype
-from asose_jax.growth import (
-    GrowthCaps,
-    Mutation,
-    architecture_json,
-    describe,
-    grow,
-    growth_kinds,
-    kinds_to_try,
-    next_mutation,
-    with_architecture,
-)
-from asose_jax.input_pipeline import (
+from asose_jax.runtime import plots
+from asose_jax.runtime.checkpointing import Checkpoints, has_checkpoint
+from asose_jax.runtime.input_pipeline import (
     ImageArrays,
     augment,
     epoch_batches,
@@ -58,10 +46,8 @@ from asose_jax.input_pipeline import (
     normalize,
     split_for_architecture,
 )
-from asose_jax.methods import method_of
-from asose_jax.metrics_log import MetricsWriter, write_json
-from asose_jax.nb201_table import NB201Table, load_nb201_table
-from asose_jax.parallel import (
+from asose_jax.runtime.metrics_log import MetricsWriter, write_json
+from asose_jax.runtime.parallel import (
     check_batch_size,
     constrain_batch,
     is_primary,
@@ -70,12 +56,22 @@ from asose_jax.parallel import (
     replicate,
     shard_batch,
 )
-from asose_jax.progress import Progress
-from asose_jax.run_config import RunConfig, first_difference
-from asose_jax.sampling import edge_entropy, is_single_path
-from asose_jax.spaces import count_params, uniform_arch_weights
-from asose_jax.spaces.chain import ChainArchitecture, ChainNetwork
-from asose_jax.steps import State, build_model, init_search_state, make_search_steps
+from asose_jax.runtime.progress import Progress
+from asose_jax.search import cycle
+from asose_jax.search.growth import (
+    GrowthCaps,
+    Mutation,
+    grow,
+    kinds_to_try,
+    next_mutation,
+)
+from asose_jax.search.methods import method_of
+from asose_jax.search.nb201_table import NB201Table, load_nb201_table
+from asose_jax.search.run_config import RunConfig, first_difference
+from asose_jax.search.sampling import edge_entropy, is_single_path
+from asose_jax.search.steps import State, build_model, init_search_state, make_search_steps
+from asose_jax.spaces import count_params, space_of, uniform_arch_weights
+from asose_jax.spaces.genotypes import derive_genotype, genotype_edge_weights, genotype_to_json
 
 _AUG_WEIGHT, _AUG_ARCH = 2, 3  # PRNG streams of the augmentation (0 and 1 are the steps' samplers)
 _GROWTH = 4  # PRNG stream of growth (new weights and logits, width mappings)
@@ -180,11 +176,6 @@ def param_counts(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, in
     return {"weights": count_params(variables["params"]), "arch": sum(e * k for e, k in model.arch_shapes().values())}
 
 
-def edge_names(arch: ChainArchitecture) -> list[str]:
-    """Labels of the logit rows: ``block_3`` for a block's op, ``block_3.branch_0`` for its branches."""
-    return [name if e == 0 else f"{name}.branch_{e - 1}" for name, e in arch.edge_rows()]
-
-
 def device_description() -> str:
     devices = jax.devices()
     return f"{devices[0].platform}: {devices[0].device_kind} x{len(devices)}"
@@ -277,7 +268,8 @@ class _Run:
         self.checkpoints = Checkpoints(workdir, config.keep_checkpoints)
         self.progress = {"position": dict(_START), "epoch_history": [], "cycle_accuracies": [], "last_val_acc": None,
                          "stopped_early": False, "phase_start": 0, "metrics_bytes": 0, "wall_time_s": 0.0,
-                         "saves": 0, "growth": [], "architecture": architecture_json(model)}  # fmt: skip
+                         "saves": 0, "growth": [],
+                         "architecture": space_of(model).architecture_json(model)}  # fmt: skip
         self.session_start = time.perf_counter()
         self.signal: int | None = None
 
@@ -292,8 +284,9 @@ class _Run:
         if self.checkpoints.latest_step() is None:
             return False
         progress = self.checkpoints.restore_progress()
-        if progress.get("architecture") not in (None, architecture_json(self.model)):
-            model = with_architecture(self.model, progress["architecture"])
+        space = space_of(self.model)
+        if progress.get("architecture") not in (None, space.architecture_json(self.model)):
+            model = space.with_architecture(self.model, progress["architecture"])
             like = replicate(init_search_state(model, self.config.search, self.image_shape), self.mesh)
             self.set_model(model, like)  # restored arrays take its (replicated) shardings
         self.state, restored = self.checkpoints.restore(self.state)
@@ -322,9 +315,8 @@ class _Run:
             raise Interrupted(self.signal, int(self.state["step"]), self.workdir)
 
     def genotype(self):
-        architecture = self.model.arch if isinstance(self.model, ChainNetwork) else None
         logits = jax.device_get(self.state["arch"])
-        return derive_genotype(self.config.search.space, logits, self.op_names, architecture)
+        return derive_genotype(self.config.search.space, logits, self.op_names, self.model)
 
     def accuracies_since_growth(self) -> list[float]:
         """Cycle-final validation accuracies from the cycle of the last growth on (its accuracy is the grown
@@ -339,7 +331,7 @@ class _Run:
         """The mutation due at this cycle's mutation phase and why, or None (see ``growth``); writes a
         ``growth_skipped`` record when growth is due but every candidate would pass a cap."""
         config, growth = self.config, self.progress["growth"]
-        if not growth_kinds(self.model) or config.growth == "off":
+        if not space_of(self.model).growth_kinds or config.growth == "off":
             return None
         forced = config.forced_growth()
         if forced:
@@ -367,7 +359,7 @@ class _Run:
     def can_still_grow(self) -> bool:
         """Whether plateau-triggered growth is on and some mutation still fits the caps."""
         config = self.config
-        if config.growth == "off" or config.forced_growth() or not growth_kinds(self.model):
+        if config.growth == "off" or config.forced_growth() or not space_of(self.model).growth_kinds:
             return False
         growth = self.progress["growth"]
         return (
@@ -382,7 +374,7 @@ class _Run:
         params_before = count_params(self.state["params"])
         step = int(self.state["step"])
         key = jax.random.fold_in(jax.random.wrap_key_data(self.state["rng"], impl=self.config.search.prng_impl), step)
-        where = describe(self.model, mutation)
+        where = space_of(self.model).describe(self.model, mutation)
         model, state = grow(self.model, jax.device_get(self.state), mutation, jax.random.fold_in(key, _GROWTH),
                             self.config.search.arch_init_scale, self.config.width_noise)  # fmt: skip
         self.set_model(model, replicate(state, self.mesh))
@@ -390,7 +382,7 @@ class _Run:
         event = {"event": "growth", "cycle": cycle_index, "step": step, "kind": mutation.kind, "where": where,
                  "reason": reason, "params_before": params_before, "params_after": count_params(state["params"]),
                  "val_acc_before": before["acc"], "val_acc_after": after["acc"], "val_loss_before": before["loss"],
-                 "val_loss_after": after["loss"], "architecture": architecture_json(model)}  # fmt: skip
+                 "val_loss_after": after["loss"], "architecture": space_of(model).architecture_json(model)}  # fmt: skip
         self.writer.write(event)
         self.progress["growth"].append({k: event[k] for k in ("cycle", "step", "kind", "where")})
         self.progress["architecture"] = event["architecture"]
@@ -512,7 +504,7 @@ class _Run:
             "val_loss": val["loss"], "val_acc": val["acc"], **self.table_score(),
             "entropy": jax.device_get(edge_entropy(arch)),
             "arch_weights": {name: jax.nn.softmax(a, -1) for name, a in arch.items()},
-            **({"edge_names": {"blocks": edge_names(self.model.arch)}} if isinstance(self.model, ChainNetwork) else {}),
+            **({"edge_names": names} if (names := space_of(self.model).edge_names(self.model)) else {}),
         }  # fmt: skip
 
     def run_cycles(self, phases: tuple[cycle.Phase, ...]) -> None:
@@ -550,7 +542,7 @@ class _Run:
                     self.save({"cycle": cycle_index, "phase": phase_index + 1, "epoch": 1, "batch": 0})
             progress["cycle_accuracies"].append(progress["last_val_acc"])
             if is_primary():
-                save_genotype(self.workdir / "genotype.json", self.genotype())
+                write_json(self.workdir / "genotype.json", genotype_to_json(self.genotype()))
                 plots.plot_run(self.workdir)
             plateau = cycle.plateaued(self.accuracies_since_growth(), config.plateau_window, config.plateau_threshold)
             if plateau and not self.can_still_grow():  # a plateau grows the network first
@@ -653,7 +645,7 @@ def train_and_evaluate(
         "wall_time_s": run.wall_time(), "resumed": resumed,
     })  # fmt: skip
     if is_primary():
-        save_genotype(workdir / "genotype.json", genotype)
+        write_json(workdir / "genotype.json", genotype_to_json(genotype))
         write_json(workdir / "summary.json", summary)
         plots.plot_run(workdir)
     return summary

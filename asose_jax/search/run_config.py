@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from asose_jax.config import SearchConfig
-from asose_jax.growth import GROWTH_KINDS, GROWTH_MODES, STRATEGIES
+from asose_jax.search.config import SearchConfig
+from asose_jax.search.growth import GROWTH_KINDS, GROWTH_MODES, STRATEGIES
 
 ARCH_PHASES = ("alternate", "alpha-only")
 NAN_POLICIES = ("stop", "skip")
@@ -29,7 +29,7 @@ class RunConfig:
     (0: only at phase boundaries), the newest ``keep_checkpoints`` kept; ``nan_policy`` ``stop`` ends
     the run at a non-finite loss or gradient, ``skip`` drops that update.
 
-    Growth (chain: depth, width, branch; nb201: depth; ``asose_jax.growth`` has the rule): ``growth``
+    Growth (chain: depth, width, branch; nb201: depth; ``asose_jax.search.growth`` has the rule): ``growth``
     ``auto`` grows when the cycle-final validation accuracy has gained less than ``growth_threshold``
     points over ``growth_window`` cycles since the last growth, ``off`` never grows; ``grow_at``
     (``"CYCLE:KIND,..."``, cycles from 1) forces growth at those cycles instead. The plateau stop, too,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from asose_jax.mixed_op import MixedOp
-from asose_jax.operations import DARTS_OPS, FactorizedReduce, ReLUConvBN, batch_norm, conv
+from asose_jax.nn.mixed_op import MixedOp
+from asose_jax.nn.operations import DARTS_OPS, FactorizedReduce, ReLUConvBN, batch_norm, conv
 
 STEPS = 4  # intermediate nodes per cell
 NUM_EDGES = sum(2 + i for i in range(STEPS))  # 14
@@ -57,6 +58,7 @@ class DartsNetwork(nn.Module):
     Architecture weights: ``{"normal": [14, K], "reduce": [14, K]}``.
     """
 
+    space: ClassVar[str] = "darts"
     init_channels: int = 16
     layers: int = 8
     num_classes: int = 10

@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from asose_jax.metrics_log import read_metrics  # noqa: E402
+from asose_jax.runtime.metrics_log import read_metrics  # noqa: E402
 
 PHASE_COLOURS = {"warmup": "tab:blue", "arch": "tab:orange", "retrain": "tab:green"}
 PLOT_FILES = ("arch_weights.png", "curves.png", "schedules.png")

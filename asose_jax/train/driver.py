@@ -34,16 +34,15 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from asose_jax import plots
-from asose_jax.checkpointing import Checkpoints
-from asose_jax.conv import auto_impl
-from asose_jax.genotypes import DartsGenotype, genotype_to_json, resolve_genotype, save_genotype
-from asose_jax.initializers import init_variables
-from asose_jax.input_pipeline import augment, epoch_batches, eval_batches, load_data, normalize
-from asose_jax.metrics_log import MetricsWriter, write_json
-from asose_jax.networks import build_network
-from asose_jax.optimizers import descend
-from asose_jax.parallel import (
+from asose_jax.nn.conv import auto_impl
+from asose_jax.nn.initializers import init_variables
+from asose_jax.nn.optimizers import descend
+from asose_jax.nn.schedules import learning_rate_schedule
+from asose_jax.runtime import plots
+from asose_jax.runtime.checkpointing import Checkpoints
+from asose_jax.runtime.input_pipeline import augment, epoch_batches, eval_batches, load_data, normalize
+from asose_jax.runtime.metrics_log import MetricsWriter, write_json
+from asose_jax.runtime.parallel import (
     check_batch_size,
     constrain_batch,
     is_primary,
@@ -52,13 +51,14 @@ from asose_jax.parallel import (
     replicate,
     shard_batch,
 )
-from asose_jax.progress import Progress
-from asose_jax.retrain_config import TrainConfig
-from asose_jax.run_config import first_difference
-from asose_jax.schedules import learning_rate_schedule
-from asose_jax.spaces import count_params
-from asose_jax.steps import accuracy, cross_entropy
-from asose_jax.train import device_description, existing_config
+from asose_jax.runtime.progress import Progress
+from asose_jax.search.driver import device_description, existing_config
+from asose_jax.search.run_config import first_difference
+from asose_jax.search.steps import accuracy, cross_entropy
+from asose_jax.spaces import count_params, space_of
+from asose_jax.spaces.genotypes import genotype_to_json, resolve_genotype
+from asose_jax.spaces.networks import build_network
+from asose_jax.train.config import TrainConfig
 
 State = dict
 
@@ -207,7 +207,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
     saved = existing_config(workdir)
     genotype = resolve_genotype(config.genotype)
     data = load_data(config.data, config.data_dir, config.train_limit)
-    auxiliary = config.auxiliary_weight > 0 and isinstance(genotype, DartsGenotype)
+    auxiliary = config.auxiliary_weight > 0 and space_of(genotype).auxiliary_head
     net = build_network(genotype, config.init_channels, config.layers, data.num_classes, auxiliary)
     n_train, batch = len(data.x_train), config.batch_size
     if batch > n_train:
@@ -244,7 +244,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
     if is_primary() and saved is None:
         workdir.mkdir(parents=True, exist_ok=True)
         write_json(workdir / "config.json", config_json)
-        save_genotype(workdir / "genotype.json", genotype)
+        write_json(workdir / "genotype.json", genotype_to_json(genotype))
 
     images, labels, test_images, test_labels = replicate((data.x_train, data.y_train, data.x_test, data.y_test), mesh)
     train_step = make_train_step(net, config, total_steps, steps_per_epoch, mesh)

@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from asose_jax.conv import Conv
-from asose_jax.depthwise import DepthwiseConv
+from asose_jax.nn.conv import Conv
+from asose_jax.nn.depthwise import DepthwiseConv
 
 # PyTorch BatchNorm2d(momentum=0.1, eps=1e-5) in Flax's convention. Unlike PyTorch, Flax updates the
 # running variance with the biased batch variance (a factor (n-1)/n, negligible at search batch sizes).

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from asose_jax.regularizers import ARCH_REGULARIZERS
-from asose_jax.sampling import check_sampler
-from asose_jax.schedules import TEMPERATURE_SCHEDULES
+from asose_jax.nn.schedules import TEMPERATURE_SCHEDULES
+from asose_jax.search.regularizers import ARCH_REGULARIZERS
+from asose_jax.search.sampling import check_sampler
 from asose_jax.spaces import SPACES
 
 EVAL_WEIGHTS = ("softmax", "argmax")
@@ -47,7 +47,7 @@ class SearchConfig:
     arch_b2: float = 0.999
     arch_weight_decay: float = 1e-3
     arch_order: int = 1
-    # Anti-collapse regulariser on the logits, added to the held-out loss (``asose_jax.regularizers``).
+    # Anti-collapse regulariser on the logits, added to the held-out loss (``asose_jax.search.regularizers``).
     arch_regularizer: str = "none"
     arch_reg_weight: float = 0.0
     # Randomness: "rbg" compiles much faster than "threefry2x32" on CPU; both are deterministic.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from asose_jax.run_config import RunConfig
+from asose_jax.search.run_config import RunConfig
 
 WARMUP, ARCH, MUTATION, RETRAIN = "warmup", "arch", "mutation", "retrain"
 PHASES = (WARMUP, ARCH, MUTATION, RETRAIN)

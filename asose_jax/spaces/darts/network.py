@@ -1,0 +1,96 @@
+"""DARTS's evaluation network ``NetworkCIFAR`` (stem 3C, reductions at 1/3 and 2/3, auxiliary head at 2/3)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from asose_jax.nn.operations import Identity, batch_norm, conv, make_op
+from asose_jax.spaces.darts.genotype import DartsGenotype
+from asose_jax.spaces.darts.supernet import preprocess_inputs
+
+
+def drop_path(x: jax.Array, rate: jax.Array | float, key: jax.Array) -> jax.Array:
+    """Zeroes whole examples with probability ``rate`` and rescales the rest by ``1 / (1 - rate)``.
+
+    x: [B, ...]; one Bernoulli draw per example. ``rate = 0`` returns ``x`` exactly.
+    """
+    keep = 1.0 - jnp.asarray(rate, jnp.float32)
+    mask = jax.random.bernoulli(key, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
+
+
+class DartsCell(nn.Module):
+    """A DARTS evaluation cell: node i = op_a(state_a) + op_b(state_b), outputs concatenated."""
+
+    cell: tuple[tuple[str, int], ...]
+    concat: tuple[int, ...]
+    channels: int
+    reduction: bool
+    reduction_prev: bool
+
+    @nn.compact
+    def __call__(self, s0, s1, train: bool, drop_rate):
+        c = self.channels
+        states = list(preprocess_inputs(s0, s1, c, self.reduction_prev, True, train))
+        for node in range(len(self.cell) // 2):
+            total = None
+            for p in (2 * node, 2 * node + 1):
+                name, j = self.cell[p]
+                op = make_op(name, c, 2 if self.reduction and j < 2 else 1, affine=True, op_name=f"op_{p}")
+                h = op(states[j], train)
+                if train and drop_rate is not None and not isinstance(op, Identity):
+                    h = drop_path(h, drop_rate, self.make_rng("drop_path"))
+                total = h if total is None else total + h
+            states.append(total)
+        return jnp.concatenate([states[i] for i in self.concat], axis=-1)
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS's auxiliary classifier for 8x8 features: ReLU, 5x5 avg pool (stride 3), 1x1 conv 128,
+    BN, ReLU, 2x2 conv 768, BN, ReLU, linear."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = nn.avg_pool(nn.relu(x), (5, 5), (3, 3), "VALID")
+        x = nn.relu(batch_norm(train, affine=True)(conv(128, (1, 1))(x)))
+        x = nn.relu(batch_norm(train, affine=True)(conv(768, (2, 2))(x)))
+        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+
+class DartsNet(nn.Module):
+    """DARTS ``NetworkCIFAR``: stem conv3x3 to 3C + BN, ``layers`` cells, pool, linear; the auxiliary
+    head reads the cell at ``2 * layers // 3`` (created whenever ``auxiliary``, used only in training)."""
+
+    genotype: DartsGenotype
+    init_channels: int = 36
+    layers: int = 20
+    num_classes: int = 10
+    auxiliary: bool = False
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool, drop_rate: jax.Array | float | None = None):
+        c = self.init_channels
+        s0 = s1 = batch_norm(train, affine=True, name="stem_bn")(conv(3 * c, (3, 3), name="stem_conv")(images))
+        reductions = {self.layers // 3, 2 * self.layers // 3}
+        reduction_prev, aux_logits = False, None
+        for i in range(self.layers):
+            reduction = i in reductions
+            c = c * 2 if reduction else c
+            cell, concat = (
+                (self.genotype.reduce, self.genotype.reduce_concat)
+                if reduction
+                else (self.genotype.normal, self.genotype.normal_concat)
+            )
+            s0, s1 = (
+                s1,
+                DartsCell(cell, concat, c, reduction, reduction_prev, name=f"cell_{i}")(s0, s1, train, drop_rate),
+            )
+            reduction_prev = reduction
+            if i == 2 * self.layers // 3 and self.auxiliary and (train or self.is_initializing()):
+                aux_logits = AuxiliaryHead(self.num_classes, name="auxiliary_head")(s1, train)
+        logits = nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
+        return logits, aux_logits if train else None
