@@ -33,7 +33,7 @@ def worker(args) -> dict:
 
     from asose_jax.runtime import parallel
     from asose_jax.search.config import SearchConfig
-    from asose_jax.search.driver import make_iterations
+    from asose_jax.search.iterations import make_iterations
     from asose_jax.search.run_config import RunConfig
     from asose_jax.search.steps import build_model, init_search_state
     from benchmarks.timing import environment, time_compiled

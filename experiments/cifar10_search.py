@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         setup_runtime(args)
 
-        from asose_jax.search.driver import Interrupted, train_and_evaluate
+        from asose_jax.runtime.rundir import Interrupted
+        from asose_jax.search.driver import train_and_evaluate
 
         summary = train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume)
     except (ValueError, FloatingPointError, OSError) as err:

@@ -14,7 +14,7 @@ from conftest import IMAGE, tiny_config
 from jax.sharding import PartitionSpec as P
 
 from asose_jax.runtime import parallel
-from asose_jax.search.driver import jit_iterations, make_iterations
+from asose_jax.search.iterations import jit_iterations, make_iterations
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.steps import build_model, init_search_state, make_search_steps
 from asose_jax.spaces.genotypes import ChainGenotype

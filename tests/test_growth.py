@@ -18,8 +18,8 @@ import pytest
 from conftest import IMAGE, make_batch, search_setup
 from flax.traverse_util import flatten_dict
 
-from asose_jax.search import driver as train
-from asose_jax.search import growth
+from asose_jax.search import growth, search_run
+from asose_jax.search import iterations as search_iterations
 from asose_jax.search.growth import GrowthCaps, Mutation
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.steps import make_search_steps
@@ -200,28 +200,34 @@ def _fake_run(config: RunConfig, accuracies: list[float], history: list[dict]):
     progress = {"growth": history, "cycle_accuracies": accuracies}
     model = search_setup("chain", op_names=OPS)[1]
     fake = types.SimpleNamespace(config=config, model=model, writer=writer, progress=progress, state={"step": 0})
-    fake.accuracies_since_growth = lambda: train._Run.accuracies_since_growth(fake)
+    fake.accuracies_since_growth = lambda: search_run.SearchRun.accuracies_since_growth(fake)
     fake.count_weights = lambda arch: 0
-    fake.next_mutation = lambda kinds: train._Run.next_mutation(fake, kinds)
+    fake.next_mutation = lambda kinds: search_run.SearchRun.next_mutation(fake, kinds)
     return fake
 
 
 def test_growth_is_triggered_by_a_plateau_since_the_last_growth_or_forced():
     auto = RunConfig(growth_window=2, growth_threshold=1.0, cycles=10)
     flat = [30.0, 30.5, 30.8]
-    assert train._Run.decide_growth(_fake_run(auto, flat, []), 4) == (Mutation("depth", 2), "plateau over 2 cycles")
-    assert train._Run.decide_growth(_fake_run(auto, [30.0, 33.0, 36.0], []), 4) is None  # still improving
+    assert search_run.SearchRun.decide_growth(_fake_run(auto, flat, []), 4) == (
+        Mutation("depth", 2),
+        "plateau over 2 cycles",
+    )
+    assert search_run.SearchRun.decide_growth(_fake_run(auto, [30.0, 33.0, 36.0], []), 4) is None  # still improving
     after_depth = [{"cycle": 3, "kind": "depth"}]  # the window restarts at the growth
-    assert train._Run.decide_growth(_fake_run(auto, flat + [31.0], after_depth), 5) is None
-    decision = train._Run.decide_growth(_fake_run(auto, flat + [31.0, 31.2], after_depth), 6)
+    assert search_run.SearchRun.decide_growth(_fake_run(auto, flat + [31.0], after_depth), 5) is None
+    decision = search_run.SearchRun.decide_growth(_fake_run(auto, flat + [31.0, 31.2], after_depth), 6)
     assert decision[0].kind == "width"  # the rotation after depth
     off = RunConfig(growth="off", cycles=10)
-    assert train._Run.decide_growth(_fake_run(off, flat, []), 4) is None
+    assert search_run.SearchRun.decide_growth(_fake_run(off, flat, []), 4) is None
     forced = RunConfig(grow_at="2:branch", cycles=10)
-    assert train._Run.decide_growth(_fake_run(forced, flat, []), 4) is None  # --grow-at replaces the plateau
-    assert train._Run.decide_growth(_fake_run(forced, [], []), 2) == (Mutation("branch", 1), "forced (--grow-at)")
+    assert search_run.SearchRun.decide_growth(_fake_run(forced, flat, []), 4) is None  # --grow-at replaces the plateau
+    assert search_run.SearchRun.decide_growth(_fake_run(forced, [], []), 2) == (
+        Mutation("branch", 1),
+        "forced (--grow-at)",
+    )
     capped = _fake_run(RunConfig(grow_at="2:depth", cycles=10, max_depth=2), [], [])
-    assert train._Run.decide_growth(capped, 2) is None
+    assert search_run.SearchRun.decide_growth(capped, 2) is None
     assert capped.writer.records[0]["event"] == "growth_skipped"
 
 
@@ -235,10 +241,10 @@ def test_grown_models_train_and_each_architecture_is_traced_once():
     def counted(fn, *args, **kwargs):
         return real_jit(chex.assert_max_traces(fn, n=3), *args, **kwargs)
 
-    real_jit = train.jit_data_parallel
+    real_jit = search_iterations.jit_data_parallel
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "jit_data_parallel", counted)
-        jitted = train.jit_iterations(config, None)
+        patch.setattr(search_iterations, "jit_data_parallel", counted)
+        jitted = search_iterations.jit_iterations(config, None)
     rng = np.random.default_rng(0)
     images, labels = (
         jnp.asarray(rng.integers(0, 256, (16, IMAGE, IMAGE, 3), np.uint8)),
@@ -249,7 +255,7 @@ def test_grown_models_train_and_each_architecture_is_traced_once():
     for step, mutation in enumerate((None, Mutation("depth", 1), Mutation("width", 1, 1.5))):
         if mutation is not None:
             model, state = growth.grow(model, jax.device_get(state), mutation, jax.random.key(step))
-        iterations = train.make_iterations(model, config, None, jitted)
+        iterations = search_run.make_iterations(model, config, None, jitted)
         losses = []
         for _ in range(6):
             state, metrics = iterations.weights(state, images, labels, idx, np.bool_(False))
@@ -260,7 +266,7 @@ def test_grown_models_train_and_each_architecture_is_traced_once():
     # Exactly three: at most three (no AssertionError so far), and a fourth architecture is one too many.
     with pytest.raises(AssertionError, match="traced > 3 times"):
         model, state = growth.grow(model, jax.device_get(state), Mutation("branch", 0), jax.random.key(9))
-        train.make_iterations(model, config, None, jitted).weights(state, images, labels, idx, np.bool_(False))
+        search_run.make_iterations(model, config, None, jitted).weights(state, images, labels, idx, np.bool_(False))
 
 
 def test_a_grown_branch_trains(trained):
@@ -303,7 +309,11 @@ def test_search_with_forced_growth_interrupted_after_a_growth_and_resumed(npz_pa
         "--init-channels", "4", "--depth", "2", "--ops", ",".join(OPS), "--batch-size", "8", "--cycles", "3",
         "--warmup-epochs", "1", "--log-every", "1", "--grow-at", "1:depth,2:branch",
     ]  # fmt: skip
-    real_grow, real_jit, traces = train._Run.grow, train.jit_data_parallel, {"weights": 0, "arch": 0}
+    real_grow, real_jit, traces = (
+        search_run.SearchRun.grow,
+        search_iterations.jit_data_parallel,
+        {"weights": 0, "arch": 0},
+    )
 
     def grow_then_stop(run, *args):
         event = real_grow(run, *args)
@@ -323,10 +333,10 @@ def test_search_with_forced_growth_interrupted_after_a_growth_and_resumed(npz_pa
 
     chex.clear_trace_counter()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "jit_data_parallel", counting_jit)
-        patch.setattr(train._Run, "grow", grow_then_stop)
+        patch.setattr(search_iterations, "jit_data_parallel", counting_jit)
+        patch.setattr(search_run.SearchRun, "grow", grow_then_stop)
         assert cifar10_search.main(flags) == 128 + 15
-        patch.setattr(train._Run, "grow", real_grow)
+        patch.setattr(search_run.SearchRun, "grow", real_grow)
         assert cifar10_search.main([*flags, "--resume"]) == 0
     assert traces == {"weights": 3, "arch": 3}  # two growths, three architectures, one trace each
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -372,7 +382,7 @@ def test_bad_growth_flags_fail_in_one_line(flags, message, tmp_path, capsys):
 
 
 def test_the_plateau_stop_waits_while_the_network_can_still_grow():
-    can_grow = train._Run.can_still_grow
+    can_grow = search_run.SearchRun.can_still_grow
     assert can_grow(_fake_run(RunConfig(cycles=10), [], []))
     assert not can_grow(_fake_run(RunConfig(cycles=10, growth="off"), [], []))
     assert not can_grow(_fake_run(RunConfig(cycles=10, grow_at="2:depth"), [], []))  # forced growth only

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import IMAGE, make_batch, search_setup, tiny_config
 
-from asose_jax.search.driver import make_iterations
+from asose_jax.search.iterations import make_iterations
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.steps import build_model
 

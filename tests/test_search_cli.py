@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from asose_jax.runtime.metrics_log import read_metrics
-from asose_jax.search import driver as train
+from asose_jax.search import search_run
 from asose_jax.spaces.genotypes import load_genotype
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def finished_run(npz_path, tmp_path_factory):
     with every iteration's indices recorded."""
     workdir = tmp_path_factory.mktemp("runs") / "run"
     seen = {"weights": [], "arch": [], "arch_train": []}
-    make_iterations = train.make_iterations
+    make_iterations = search_run.make_iterations
 
     def recording(model, config, mesh, jitted=None):
         inner = make_iterations(model, config, mesh, jitted)
@@ -52,7 +52,7 @@ def finished_run(npz_path, tmp_path_factory):
         return inner._replace(weights=weights, arch=arch)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "make_iterations", recording)
+        patch.setattr(search_run, "make_iterations", recording)
         # 3 cycles planned; a plateau window of 1 with an unreachable threshold stops after cycle 2.
         flags = (
             "--sampler",

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from asose_jax.runtime.metrics_log import read_metrics
-from asose_jax.search import driver as train
+from asose_jax.search import search_run
 from asose_jax.search.config import SearchConfig
-from asose_jax.search.driver import DERIVED, SUPERNET, validation_measure
+from asose_jax.search.iterations import DERIVED, SUPERNET, validation_measure
 from asose_jax.search.methods import METHODS, method_of, with_method
 from asose_jax.search.nb201_table import load_nb201_table
 from asose_jax.search.run_config import preset
@@ -56,6 +56,16 @@ def test_the_nb201_cpu_preset():
     assert config.growth == "off" and config.plateau_window == 0
 
 
+def test_the_smoke_preset_searches_with_beta_darts():
+    config = preset("smoke")
+    search = config.search
+    assert (search.space, search.init_channels, search.depth, len(search.op_names)) == ("chain", 16, 4, 4)
+    assert method_of(search) == "beta_darts" and validation_measure(search.sampler) == SUPERNET
+    assert search.arch_reg_weight == 5.0 and search.arch_lr == 6e-3
+    assert (config.train_limit, config.batch_size, config.cycles) == (5000, 32, 6)
+    assert (config.warmup_epochs, config.arch_epochs, config.retrain_epochs) == (2, 1, 1)
+
+
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory) -> pathlib.Path:
     """A table of every cell over three ops, accuracy = 50 + 5 x (number of convolutions)."""
@@ -79,7 +89,7 @@ def search_args(npz_path, workdir, table, *extra) -> list[str]:
 def scored_run(npz_path, table_path, tmp_path_factory):
     """A tiny GDAS search scored on the table; records the images every BatchNorm re-estimation reads."""
     workdir = tmp_path_factory.mktemp("runs") / "gdas-seed0"
-    make_iterations = train.make_iterations
+    make_iterations = search_run.make_iterations
 
     def recording(model, config, mesh, jitted=None):
         inner = make_iterations(model, config, mesh, jitted)
@@ -91,7 +101,7 @@ def scored_run(npz_path, table_path, tmp_path_factory):
         return inner._replace(recalibrate=recalibrate)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "make_iterations", recording)
+        patch.setattr(search_run, "make_iterations", recording)
         assert cifar10_search.main(search_args(npz_path, workdir, table_path, "--method", "gdas")) == 0
     return workdir
 

@@ -52,8 +52,7 @@ from asose_jax.runtime.parallel import (
     shard_batch,
 )
 from asose_jax.runtime.progress import Progress
-from asose_jax.search.driver import device_description, existing_config
-from asose_jax.search.run_config import first_difference
+from asose_jax.runtime.rundir import check_same_settings, create, device_description, existing_config
 from asose_jax.search.steps import accuracy, cross_entropy
 from asose_jax.spaces import count_params, space_of
 from asose_jax.spaces.genotypes import genotype_to_json, resolve_genotype
@@ -235,14 +234,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
     network = {"init_channels": net.init_channels, "auxiliary": auxiliary,
                "depth": getattr(net, "layers", getattr(net, "cells_per_stage", None))}  # fmt: skip
     config_json = {**config.to_json(), "network": network}
-    if saved is not None and (difference := first_difference(saved, config_json)):
-        setting, old, new = difference
-        raise ValueError(
-            f"--workdir {workdir} holds an unfinished run made with {setting} {old!r}, but this run asks for "
-            f"{new!r}; rerun with the run's settings to continue it, or choose a new --workdir"
-        )
+    check_same_settings(workdir, saved, config_json, lambda setting: "--" + setting.replace("_", "-"))
+    create(workdir)
     if is_primary() and saved is None:
-        workdir.mkdir(parents=True, exist_ok=True)
         write_json(workdir / "config.json", config_json)
         write_json(workdir / "genotype.json", genotype_to_json(genotype))
 

@@ -1,0 +1,119 @@
+"""The run directory, shared by the search and the training driver: refuse or continue, compare settings,
+create it, describe the device, and stop on a signal with the command that resumes.
+
+A run directory holds ``config.json`` (the settings, written once), ``metrics.jsonl``, ``checkpoints/`` and,
+when the run finished, ``summary.json``. A new or empty directory starts a run; one holding an unfinished run
+continues it if the settings match; anything else is refused with a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+import jax
+
+
+def existing_config(workdir: pathlib.Path) -> dict | None:
+    """The saved configuration of the unfinished run (search or training) in ``workdir``, or None for a new or
+    empty directory.
+
+    Refuses a file, a directory that holds something other than a run, and a finished run.
+    """
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir {workdir} is a file; choose a directory")
+    if not workdir.is_dir() or not any(workdir.iterdir()):
+        return None
+    try:
+        saved = json.loads((workdir / "config.json").read_text())
+        summary = json.loads((workdir / "summary.json").read_text()) if (workdir / "summary.json").exists() else {}
+    except FileNotFoundError:
+        raise ValueError(
+            f"--workdir {workdir} is not empty and holds no asose-jax run; choose a new --workdir"
+        ) from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read the run in --workdir {workdir} ({err}); choose a new --workdir") from None
+    if summary and not summary.get("dry_run"):  # a search's or a training run's final summary
+        raise ValueError(f"--workdir {workdir} holds a finished run (summary.json); choose a new --workdir")
+    return saved
+
+
+def first_difference(
+    saved: dict, requested: dict, resumable: Sequence[str] = (), computed: Sequence[str] = ()
+) -> tuple[str, object, object] | None:
+    """The first setting (``"batch_size"``, ``"search.sampler"``...) whose value differs:
+    ``(name, saved value, requested value)``, or None. ``resumable`` settings are ignored; settings a user
+    gives come before ``computed`` ones (those the driver derives from them)."""
+    for skip in ((*resumable, *computed), tuple(resumable)):
+        if found := _difference(saved, requested, skip):
+            return found
+    return None
+
+
+def _difference(saved: dict, requested: dict, skip: tuple[str, ...]) -> tuple[str, object, object] | None:
+    keys = sorted(dict.fromkeys([*saved, *requested]), key=lambda k: isinstance(saved.get(k), dict))  # scalars first
+    for key in keys:
+        if key in skip:
+            continue
+        old, new = saved.get(key), requested.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            if inner := _difference(old, new, skip):
+                return (f"{key}.{inner[0]}", inner[1], inner[2])
+        elif _as_list(old) != _as_list(new):
+            return (key, old, new)
+    return None
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+def check_same_settings(
+    workdir: pathlib.Path,
+    saved: dict | None,
+    requested: dict,
+    flag_of: Callable[[str], str],
+    resumable: Sequence[str] = (),
+    computed: Sequence[str] = (),
+) -> None:
+    """Refuses to continue the run in ``workdir`` with settings other than its own, naming the first one
+    (``flag_of`` turns a setting such as ``search.op_names`` into its flag)."""
+    if saved is not None and (difference := first_difference(saved, requested, resumable, computed)):
+        setting, old, new = difference
+        raise ValueError(
+            f"--workdir {workdir} holds an unfinished run made with {flag_of(setting)} {old!r} ({setting}), but "
+            f"this run asks for {new!r}; rerun with the run's settings to continue it, or choose a new --workdir"
+        )
+
+
+def create(workdir: pathlib.Path) -> None:
+    """Creates ``workdir`` (and its parents), or raises a one-line ValueError."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create --workdir {workdir}: {err.strerror}") from None
+
+
+def device_description() -> str:
+    devices = jax.devices()
+    return f"{devices[0].platform}: {devices[0].device_kind} x{len(devices)}"
+
+
+def resume_command(workdir: pathlib.Path, argv: Sequence[str] | None = None) -> str:
+    """The command that continues the run in ``workdir``: this process's script (``argv[0]``) with
+    ``--workdir`` and ``--resume``; the run's settings come back from its ``config.json``."""
+    script = (sys.argv if argv is None else argv)[0]
+    return shlex.join(["python", script, "--workdir", str(workdir), "--resume"])
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT stopped the run after it saved a checkpoint; ``exit_code`` is 128 + signal."""
+
+    def __init__(self, signum: int, step: int, workdir: pathlib.Path):
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} at step {step}: checkpoint saved; resume with: {resume_command(workdir)}")
+        self.exit_code = 128 + signum
