@@ -172,7 +172,7 @@ def _leaves(tree):
             ["--batch-size", "4"],
             "holds an unfinished run made with --batch-size 8 (batch_size), but this run asks for 4",
         ),
-        ("dry-run", ["--sampler", "softmax"], "holds an unfinished run made with --sampler 'gumbel_hard'"),
+        ("dry-run", ["--sampler", "gumbel_soft"], "holds an unfinished run made with --sampler 'softmax'"),
         ("foreign", [], "is not empty and holds no asose-jax run"),
         ("corrupt", [], "cannot read"),
         ("file", [], "is a file; choose a directory"),
