@@ -13,7 +13,7 @@ import pathlib
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 
@@ -76,16 +76,18 @@ def check_same_settings(
     workdir: pathlib.Path,
     saved: dict | None,
     requested: dict,
-    flag_of: Callable[[str], str],
     resumable: Sequence[str] = (),
     computed: Sequence[str] = (),
+    renamed_flags: Mapping[str, str] | None = None,
 ) -> None:
-    """Refuses to continue the run in ``workdir`` with settings other than its own, naming the first one
-    (``flag_of`` turns a setting such as ``search.op_names`` into its flag)."""
+    """Refuses to continue the run in ``workdir`` with settings other than its own, naming the first one by its
+    flag: ``search.batch_size`` -> ``--batch-size``, or ``renamed_flags[field]`` (e.g. ``op_names`` -> ``--ops``)."""
     if saved is not None and (difference := first_difference(saved, requested, resumable, computed)):
         setting, old, new = difference
+        field = setting.split(".")[-1]
+        flag = (renamed_flags or {}).get(field, "--" + field.replace("_", "-"))
         raise ValueError(
-            f"--workdir {workdir} holds an unfinished run made with {flag_of(setting)} {old!r} ({setting}), but "
+            f"--workdir {workdir} holds an unfinished run made with {flag} {old!r} ({setting}), but "
             f"this run asks for {new!r}; rerun with the run's settings to continue it, or choose a new --workdir"
         )
 

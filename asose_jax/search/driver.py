@@ -39,7 +39,7 @@ from asose_jax.search import cycle
 from asose_jax.search.iterations import SUPERNET, param_counts, validation_measure
 from asose_jax.search.methods import method_of
 from asose_jax.search.nb201_table import load_nb201_table
-from asose_jax.search.run_config import COMPUTED, RESUMABLE_CHANGES, RunConfig, flag_of
+from asose_jax.search.run_config import COMPUTED, RENAMED_FLAGS, RESUMABLE_CHANGES, RunConfig
 from asose_jax.search.search_run import SearchRun, handle_signals
 from asose_jax.search.steps import build_model
 from asose_jax.spaces.genotypes import genotype_to_json
@@ -72,7 +72,7 @@ def train_and_evaluate(
     model = build_model(search)
     image_shape = data.x_train.shape[1:]
     config_json = {**config.to_json(), "op_names": list(model.op_names)}
-    check_same_settings(workdir, saved, config_json, flag_of, RESUMABLE_CHANGES, COMPUTED)
+    check_same_settings(workdir, saved, config_json, RESUMABLE_CHANGES, COMPUTED, RENAMED_FLAGS)
     summary = {"params": param_counts(model, image_shape), "device": device_description(),
                "data": {"weight_split": n_weight, "arch_split": n_arch, "test": len(data.x_test),
                         "image_shape": list(image_shape)}}  # fmt: skip

@@ -159,7 +159,7 @@ def grow(
     fresh = init_variables(grown, init_key, (8, 8, 3), uniform_arch_weights(grown), train=False)
     widening = None
     if mutation.kind == "width":
-        old, new = (m.arch.stage_channels[mutation.target] for m in (model, grown))
+        old, new = (space.stage_channels(m, mutation.target) for m in (model, grown))
         widening = Widening.random(old, new, widen_key, noise)
     params = carry_over(jax.device_get(state["params"]), fresh["params"], widening)
     batch_stats = carry_over(jax.device_get(state["batch_stats"]), fresh["batch_stats"], widening)

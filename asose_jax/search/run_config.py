@@ -172,10 +172,7 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def flag_of(setting: str) -> str:
-    """The command-line flag of a setting: ``search.op_names`` -> ``--ops``, ``batch_size`` -> ``--batch-size``."""
-    field = setting.split(".")[-1]
-    return {"op_names": "--ops"}.get(field, "--" + _flag(field))
+RENAMED_FLAGS = {"op_names": "--ops"}  # settings whose flag is not --<field-with-hyphens>
 
 
 _SEARCH_FIELDS = {f.name for f in dataclasses.fields(SearchConfig)}

@@ -146,6 +146,10 @@ class SearchSpace:
         """Where a growth of ``kind`` goes."""
         raise NotImplementedError
 
+    def stage_channels(self, model: nn.Module, stage: int) -> int:
+        """Channels of ``stage`` (spaces with width growth)."""
+        raise NotImplementedError
+
     def exceeded_layout_cap(self, grown: nn.Module, caps: GrowthCaps) -> str | None:
         """The width or branch cap ``grown`` breaks, if the space has such caps."""
         return None

@@ -234,7 +234,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
     network = {"init_channels": net.init_channels, "auxiliary": auxiliary,
                "depth": getattr(net, "layers", getattr(net, "cells_per_stage", None))}  # fmt: skip
     config_json = {**config.to_json(), "network": network}
-    check_same_settings(workdir, saved, config_json, lambda setting: "--" + setting.replace("_", "-"))
+    check_same_settings(workdir, saved, config_json)
     create(workdir)
     if is_primary() and saved is None:
         write_json(workdir / "config.json", config_json)

@@ -93,6 +93,9 @@ class ChainSpace(SearchSpace):
     def choose_target(self, model: ChainNetwork, kind: str) -> int:
         return growth.choose_target(model.arch, kind)
 
+    def stage_channels(self, model: ChainNetwork, stage: int) -> int:
+        return model.arch.stage_channels[stage]
+
     def exceeded_layout_cap(self, grown: ChainNetwork, caps: GrowthCaps) -> str | None:
         return growth.exceeded_layout_cap(grown.arch, caps)
 

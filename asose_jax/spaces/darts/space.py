@@ -10,7 +10,7 @@ import numpy as np
 
 from asose_jax.nn.operations import check_op_names
 from asose_jax.spaces.base import SearchSpace, one_hot_edges, pairs, softmax
-from asose_jax.spaces.darts.genotype import DartsGenotype, derive_cell
+from asose_jax.spaces.darts.genotype import CONCAT, DartsGenotype, derive_cell
 from asose_jax.spaces.darts.network import DartsNet
 from asose_jax.spaces.darts.supernet import STEPS, DartsNetwork, edge_inputs
 
@@ -25,9 +25,8 @@ class DartsSpace(SearchSpace):
         return DartsNetwork(init_channels=channels, layers=depth, num_classes=num_classes, op_names=op_names)
 
     def derive_genotype(self, logits, op_names, model=None) -> DartsGenotype:
-        concat = tuple(range(2, 2 + STEPS))
         normal, reduce = (derive_cell(softmax(logits[name]), op_names) for name in ("normal", "reduce"))
-        return DartsGenotype(normal, concat, reduce, concat)
+        return DartsGenotype(normal, CONCAT, reduce, CONCAT)
 
     def genotype_from_json(self, data: dict) -> DartsGenotype:
         return DartsGenotype(pairs(data["normal"]), tuple(int(i) for i in data["normal_concat"]),
@@ -44,7 +43,7 @@ class DartsSpace(SearchSpace):
                     )
             check_op_names([op for op, _ in cell])
         for concat in (genotype.normal_concat, genotype.reduce_concat):
-            if not set(concat) <= set(range(2, 2 + STEPS)):
+            if not set(concat) <= set(CONCAT):
                 raise ValueError(f"DARTS concat {concat} must list nodes among 2..{1 + STEPS}")
 
     def genotype_edge_weights(self, genotype: DartsGenotype, op_names: Sequence[str]) -> dict[str, np.ndarray]:
