@@ -22,6 +22,7 @@ from asose_jax.search import growth, search_run
 from asose_jax.search import iterations as search_iterations
 from asose_jax.search.growth import GrowthCaps, Mutation
 from asose_jax.search.run_config import RunConfig
+from asose_jax.search.run_state import RunProgress
 from asose_jax.search.steps import make_search_steps
 from asose_jax.spaces import build_search_model, space_of
 from asose_jax.spaces.chain import CHAIN, ChainArchitecture, ChainGenotype
@@ -194,10 +195,10 @@ def test_the_rule_chooses_targets_rotates_kinds_and_respects_caps():
 
 
 def _fake_run(config: RunConfig, accuracies: list[float], history: list[dict]):
-    """What ``_Run.decide_growth`` reads, without data or compilation."""
+    """What ``SearchRun.decide_growth`` reads, without data or compilation."""
     writer = types.SimpleNamespace(records=[])
     writer.write = writer.records.append
-    progress = {"growth": history, "cycle_accuracies": accuracies}
+    progress = RunProgress(growth=history, cycle_accuracies=accuracies)
     model = search_setup("chain", op_names=OPS)[1]
     fake = types.SimpleNamespace(config=config, model=model, writer=writer, progress=progress, state={"step": 0})
     fake.accuracies_since_growth = lambda: search_run.SearchRun.accuracies_since_growth(fake)

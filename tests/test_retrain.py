@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import IMAGE, write_tiny_npz
+from run_files import check_against_committed, run_files
 
 from asose_jax.runtime.metrics_log import read_metrics
 from asose_jax.spaces.genotypes import ChainGenotype, genotype_to_json
@@ -112,12 +113,13 @@ def test_cli_end_to_end(tmp_path, npz_path):
     assert summary["params"] > 0 and summary["flops_per_image"] > 0 and summary["train_images_per_s"] > 0
     assert summary["evaluated_weights"] == "ema" and summary["compute_dtype"] == "float32"
     config = json.loads((workdir / "config.json").read_text())
-    assert config["recipe"] == "fast" and config["batch_size"] == 8 and config["network"]["init_channels"] == 4
+    assert config["recipe"] == "fast" and config["batch_size"] == 8 and config["computed"]["init_channels"] == 4
     records = list(read_metrics(workdir / "metrics.jsonl"))
     epochs = [r for r in records if r["event"] == "epoch"]
     steps = [r for r in records if r["event"] == "step"]
     assert [r["epoch"] for r in epochs] == [1, 2]
     assert steps and all(r["step"] % 4 == 0 for r in steps)  # every --log-every steps (K = 4 per dispatch)
+    check_against_committed("train run", run_files(workdir))
     assert epochs[-1]["step"] == summary["steps"] == 2 * 8  # 40 // 8 = 5 steps, rounded up to 2 dispatches of 4
     assert cifar10_train.main(_args(str(genotype_path), npz_path, workdir)) == 2  # a finished run is kept
     assert json.loads((workdir / "summary.json").read_text()) == summary

@@ -16,7 +16,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 
 import cifar10_search  # noqa: E402
+import cifar10_train  # noqa: E402
 import plot_run  # noqa: E402
+from run_files import check_against_committed, run_files  # noqa: E402
 
 N_TRAIN, N_TEST, BATCH = 48, 16, 8
 
@@ -78,8 +80,10 @@ def test_run_directory_holds_every_file(finished_run):
     for png in workdir.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((workdir / "config.json").read_text())
-    assert config["search"]["total_steps"] == 3 * 3 * 3  # cycles x phases x steps: one global schedule
-    assert config["op_names"] == ["skip_connect", "sep_conv_3x3", "max_pool_3x3"]
+    computed = config["computed"]  # kept apart from the settings the user gave
+    assert computed["total_steps"] == 3 * 3 * 3  # cycles x phases x steps: one global schedule
+    assert computed["op_names"] == ["skip_connect", "sep_conv_3x3", "max_pool_3x3"] and computed["num_classes"] == 10
+    assert "total_steps" not in config["search"] and "op_names" not in config
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["params"]["arch"] == 2 * 3 and summary["params"]["weights"] > 0
     for key in ("val_acc", "test_acc", "val_acc_supernet", "test_acc_supernet"):
@@ -88,6 +92,27 @@ def test_run_directory_holds_every_file(finished_run):
     assert summary["wall_time_s"] > 0
     assert summary["device"].startswith("cpu")
     assert load_genotype(workdir / "genotype.json").ops == tuple(summary["genotype"]["ops"])
+
+
+def test_run_directory_keys_are_the_committed_ones(finished_run):
+    check_against_committed("search run", run_files(finished_run[0]))
+
+
+def test_flags_come_from_the_configs_with_readable_metavars():
+    """Both CLIs keep their committed flags; each setting shows its type or choices, never a dest."""
+    for name, cli in (("search flags", cifar10_search), ("train flags", cifar10_train)):
+        parser = cli.build_parser()
+        parser.prog = "cli"  # not __main__ under pytest
+        check_against_committed(name, sorted(o for action in parser._actions for o in action.option_strings))
+        assert "__" not in parser.format_usage() and "SEARCH" not in parser.format_usage()
+    usage = " ".join(cifar10_search.build_parser().format_usage().split())
+    assert "[--sampler {softmax,gumbel_soft,gumbel_hard,dirichlet}]" in usage and "[--batch-size N]" in usage
+    args = cifar10_search.parse_args(["--ops", "darts", "--layers", "3", "--nan-policy", "skip", "--seed", "4"])
+    config = cifar10_search.build_config(args)
+    assert config.search.op_names[0] == "none" and config.search.depth == 3 and config.search.seed == 4
+    assert config.nan_policy == "skip" and config.batch_size == 128  # the rest from the reference preset
+    train = cifar10_train.build_config(cifar10_train.parse_args(["--recipe", "fast", "--no-nesterov", "--lr", "0.1"]))
+    assert (train.nesterov, train.lr, train.epochs) == (False, 0.1, 30)
 
 
 def test_metrics_follow_one_global_schedule(finished_run):

@@ -1,9 +1,116 @@
-"""What the command-line entry points share: one-line flag errors and the runtime flags."""
+"""What the command-line entry points share: flags generated from config dataclasses, one-line flag errors and
+the runtime flags.
+
+A config field becomes a flag when it is declared with ``setting(default, "help text")``: the flag is
+``--<field-with-hyphens>`` (or ``flag=``), its type comes from the annotation, its metavar from ``choices`` or the
+type, and its help shows the default of the preset the CLI starts from. Nested config dataclasses (``RunConfig.search``)
+contribute their flags too. Fields declared without help (computed ones, library-only ones) are not flags.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
+import types
+import typing
+from collections.abc import Callable, Iterator, Sequence
+
+_METAVARS = {int: "N", float: "X", str: "NAME"}
+
+
+def setting(
+    default=dataclasses.MISSING,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    aliases: Sequence[str] = (),
+    metavar: str | None = None,
+    choices: Sequence[str] = (),
+    parse: Callable[[str], object] | None = None,
+    default_factory=dataclasses.MISSING,
+):
+    """A dataclass field that the CLI exposes as a flag (see the module docstring); ``parse`` converts the flag's
+    string when the annotation's type cannot (e.g. a tuple)."""
+    metadata = {"help": help, "flag": flag, "aliases": tuple(aliases), "metavar": metavar, "choices": tuple(choices),
+                "parse": parse}  # fmt: skip
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """One generated flag: ``path`` is the field's dotted path (``search.sampler``)."""
+
+    path: str
+    names: tuple[str, ...]
+    kind: type
+    field: dataclasses.Field
+
+    @property
+    def dest(self) -> str:
+        return self.path.replace(".", "__")
+
+
+def config_flags(cls: type, prefix: str = "") -> Iterator[Flag]:
+    """The flags of dataclass ``cls`` and of its nested config dataclasses, in field order."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        kind = _plain_type(hints[field.name])
+        if dataclasses.is_dataclass(kind):
+            yield from config_flags(kind, f"{prefix}{field.name}.")
+        elif field.metadata.get("help"):
+            flag = field.metadata["flag"] or "--" + field.name.replace("_", "-")
+            yield Flag(prefix + field.name, (flag, *field.metadata["aliases"]), kind, field)
+
+
+def flag_names(cls: type) -> dict[str, str]:
+    """``{field name: flag}`` for the fields whose flag is not ``--<field-with-hyphens>`` (e.g. ``op_names``)."""
+    return {f.field.name: f.names[0] for f in config_flags(cls) if f.names[0] != "--" + f.field.name.replace("_", "-")}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults) -> None:
+    """Adds a flag per ``setting`` of ``cls``; each defaults to None (not given), and its help shows the value in
+    ``defaults`` (an instance of ``cls``)."""
+    for flag in config_flags(cls):
+        meta = flag.field.metadata
+        shown = _lookup(defaults, flag.path)
+        shown = ",".join(shown) if isinstance(shown, tuple) else shown
+        text = f"{meta['help']} (default: {shown})"
+        if flag.kind is bool:
+            parser.add_argument(*flag.names, dest=flag.dest, action=argparse.BooleanOptionalAction, default=None,
+                                help=text)  # fmt: skip
+            continue
+        choices = meta["choices"]
+        metavar = meta["metavar"] or ("{" + ",".join(choices) + "}" if choices else _METAVARS.get(flag.kind, "VALUE"))
+        parser.add_argument(*flag.names, dest=flag.dest, type=meta["parse"] or flag.kind, default=None,
+                            metavar=metavar, help=text)  # fmt: skip
+
+
+def given_settings(args: argparse.Namespace, cls: type) -> dict:
+    """The flags given on the command line as ``{field: value}``, nested like ``cls`` (``{"search": {...}}``)."""
+    given: dict = {}
+    for flag in config_flags(cls):
+        value = getattr(args, flag.dest)
+        if value is not None:
+            *parents, name = flag.path.split(".")
+            node = given
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[name] = value
+    return given
+
+
+def _lookup(config, path: str):
+    for name in path.split("."):
+        config = getattr(config, name)
+    return config
+
+
+def _plain_type(hint) -> type:
+    """``int | None`` -> ``int``; ``tuple[str, ...] | None`` -> ``tuple``."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return typing.get_origin(hint) or hint
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -18,12 +125,14 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--distributed",
         default="auto",
+        metavar="{auto,on,off}",
         help="multi-host runs, jax.distributed.initialize(): auto (on TPU pod slices with several hosts), "
         "on (always; JAX finds the cluster on Cloud TPU, SLURM and Open MPI), off (default: %(default)s)",
     )
     parser.add_argument(
         "--compilation-cache",
         default=str(pathlib.Path.home() / ".cache/asose_jax/xla"),
+        metavar="DIR",
         help="persistent XLA compilation cache, so reruns skip compiling ('' disables; default: %(default)s)",
     )
 

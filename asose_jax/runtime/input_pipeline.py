@@ -22,6 +22,9 @@ import numpy as np
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# Help of the data flags, which both command-line entry points take.
+DATA_HELP = "data source: tfds (CIFAR-10 via tensorflow-datasets) or npz:PATH"
+DATA_DIR_HELP = "tensorflow-datasets directory (default: ~/tensorflow_datasets)"
 
 
 @dataclasses.dataclass(frozen=True)

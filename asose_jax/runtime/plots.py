@@ -147,7 +147,7 @@ def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
     if not by_event["epoch"]:
         raise ValueError(f"{metrics_path} has no finished epoch yet; nothing to plot")
     try:
-        op_names = json.loads((run_dir / "config.json").read_text())["op_names"]
+        op_names = json.loads((run_dir / "config.json").read_text())["computed"]["op_names"]
     except (OSError, json.JSONDecodeError, KeyError) as err:
         raise ValueError(f"cannot read the op names from {run_dir / 'config.json'} ({err})") from None
     written = [run_dir / name for name in PLOT_FILES]

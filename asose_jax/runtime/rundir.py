@@ -1,9 +1,10 @@
 """The run directory, shared by the search and the training driver: refuse or continue, compare settings,
 create it, describe the device, and stop on a signal with the command that resumes.
 
-A run directory holds ``config.json`` (the settings, written once), ``metrics.jsonl``, ``checkpoints/`` and,
-when the run finished, ``summary.json``. A new or empty directory starts a run; one holding an unfinished run
-continues it if the settings match; anything else is refused with a one-line error.
+A run directory holds ``config.json`` (the settings and, apart, the values computed from them; written once),
+``metrics.jsonl``, ``checkpoints/`` and, when the run finished, ``summary.json``. A new or empty directory starts
+a run; one holding an unfinished run continues it if the settings match; anything else is refused with a
+one-line error.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import jax
+
+COMPUTED = "computed"  # the key of config.json that holds the driver's derived values
 
 
 def existing_config(workdir: pathlib.Path) -> dict | None:
@@ -42,20 +45,15 @@ def existing_config(workdir: pathlib.Path) -> dict | None:
     return saved
 
 
-def first_difference(
-    saved: dict, requested: dict, resumable: Sequence[str] = (), computed: Sequence[str] = ()
-) -> tuple[str, object, object] | None:
+def first_difference(saved: dict, requested: dict, resumable: Sequence[str] = ()) -> tuple[str, object, object] | None:
     """The first setting (``"batch_size"``, ``"search.sampler"``...) whose value differs:
-    ``(name, saved value, requested value)``, or None. ``resumable`` settings are ignored; settings a user
-    gives come before ``computed`` ones (those the driver derives from them)."""
-    for skip in ((*resumable, *computed), tuple(resumable)):
-        if found := _difference(saved, requested, skip):
-            return found
-    return None
+    ``(name, saved value, requested value)``, or None. ``resumable`` settings are ignored; the user's settings
+    come before nested ones and the ``computed`` values the driver derives from them."""
+    return _difference(saved, requested, tuple(resumable))
 
 
 def _difference(saved: dict, requested: dict, skip: tuple[str, ...]) -> tuple[str, object, object] | None:
-    keys = sorted(dict.fromkeys([*saved, *requested]), key=lambda k: isinstance(saved.get(k), dict))  # scalars first
+    keys = sorted(dict.fromkeys([*saved, *requested]), key=lambda k: (k == COMPUTED, isinstance(saved.get(k), dict)))
     for key in keys:
         if key in skip:
             continue
@@ -77,12 +75,11 @@ def check_same_settings(
     saved: dict | None,
     requested: dict,
     resumable: Sequence[str] = (),
-    computed: Sequence[str] = (),
     renamed_flags: Mapping[str, str] | None = None,
 ) -> None:
     """Refuses to continue the run in ``workdir`` with settings other than its own, naming the first one by its
     flag: ``search.batch_size`` -> ``--batch-size``, or ``renamed_flags[field]`` (e.g. ``op_names`` -> ``--ops``)."""
-    if saved is not None and (difference := first_difference(saved, requested, resumable, computed)):
+    if saved is not None and (difference := first_difference(saved, requested, resumable)):
         setting, old, new = difference
         field = setting.split(".")[-1]
         flag = (renamed_flags or {}).get(field, "--" + field.replace("_", "-"))
@@ -90,6 +87,12 @@ def check_same_settings(
             f"--workdir {workdir} holds an unfinished run made with {flag} {old!r} ({setting}), but "
             f"this run asks for {new!r}; rerun with the run's settings to continue it, or choose a new --workdir"
         )
+
+
+def config_record(settings: dict, computed: dict) -> dict:
+    """What ``config.json`` holds: the user's ``settings`` and, apart under ``"computed"``, the values the driver
+    derived from them and the data (schedule length, op names, network size)."""
+    return {**settings, COMPUTED: computed}
 
 
 def create(workdir: pathlib.Path) -> None:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 
+from asose_jax.nn.operations import OP_SETS
 from asose_jax.nn.schedules import TEMPERATURE_SCHEDULES
+from asose_jax.runtime.cli import setting
 from asose_jax.search.regularizers import ARCH_REGULARIZERS
-from asose_jax.search.sampling import check_sampler
+from asose_jax.search.sampling import SAMPLERS, check_sampler
 from asose_jax.spaces import SPACES
 
 EVAL_WEIGHTS = ("softmax", "argmax")
+COMPUTED = ("num_classes", "total_steps")  # set by the search driver from the data and the cycle, not by the user
+
+
+def parse_op_names(text: str) -> tuple[str, ...]:
+    """``--ops``: an op set's name (``darts``) or comma-separated op names."""
+    return tuple(OP_SETS[text]) if text in OP_SETS else tuple(name.strip() for name in text.split(","))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,41 +25,47 @@ class SearchConfig:
     """Everything the pure search steps need. Defaults follow DARTS / ASO-SE.
 
     ``depth`` is blocks (chain), cells (darts) or cells per stage (nb201);
-    ``None`` model fields take the space's defaults. ``total_steps`` is the
-    length of the global learning-rate and temperature schedules.
+    ``None`` model fields take the space's defaults. ``total_steps`` (the length of the global
+    learning-rate and temperature schedules) and ``num_classes`` are ``COMPUTED``: the search driver
+    sets them from the data and the cycle, and saves them apart from the user's settings.
     """
 
-    space: str = "chain"
-    init_channels: int | None = None
-    depth: int | None = None
-    num_classes: int = 10
-    op_names: tuple[str, ...] | None = None
+    space: str = setting("chain", "search space", choices=SPACES)
+    init_channels: int | None = setting(None, "channels of the first stage")
+    depth: int | None = setting(None, "blocks (chain), cells (darts) or cells per stage (nb201)", aliases=("--layers",))
+    num_classes: int = 10  # computed: set by the driver from the data
+    op_names: tuple[str, ...] | None = setting(
+        None, f"candidate ops: an op set ({', '.join(OP_SETS)}) or comma-separated names", flag="--ops",
+        metavar="OPS", parse=parse_op_names,
+    )  # fmt: skip
     # Architecture sampling.
-    sampler: str = "gumbel_soft"
-    tau_max: float = 5.0
-    tau_min: float = 0.1
-    tau_schedule: str = "exponential"
+    sampler: str = setting(
+        "gumbel_soft", "softmax (DARTS), gumbel_soft (ASO-SE), gumbel_hard (GDAS) or dirichlet", choices=SAMPLERS
+    )
+    tau_max: float = setting(5.0, "initial Gumbel temperature")
+    tau_min: float = setting(0.1, "final Gumbel temperature")
+    tau_schedule: str = setting("exponential", "temperature schedule", choices=TEMPERATURE_SCHEDULES)
     eval_weights: str = "softmax"
-    arch_init_scale: float = 1e-3
+    arch_init_scale: float = setting(1e-3, "std of the initial architecture logits")
     # Schedules.
-    total_steps: int = 1000
+    total_steps: int = 1000  # computed: set by the driver from the data size and the cycle
     # Weights: SGD with momentum, coupled L2 (PyTorch style), global-norm clipping, cosine LR.
-    weight_lr: float = 0.025
-    weight_lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
+    weight_lr: float = setting(0.025, "initial SGD learning rate (cosine schedule)")
+    weight_lr_min: float = setting(0.001, "final SGD learning rate")
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(3e-4, "coupled L2 on the weights")
+    grad_clip: float = setting(5.0, "global-norm clip of the weight gradients")
     # Architecture: Adam with coupled L2 (DARTS values); first or second order (unrolled).
-    arch_lr: float = 3e-4
-    arch_b1: float = 0.5
-    arch_b2: float = 0.999
-    arch_weight_decay: float = 1e-3
-    arch_order: int = 1
+    arch_lr: float = setting(3e-4, "Adam learning rate of the architecture logits")
+    arch_b1: float = setting(0.5, "Adam beta1 of the logits")
+    arch_b2: float = setting(0.999, "Adam beta2 of the logits")
+    arch_weight_decay: float = setting(1e-3, "coupled L2 on the logits")
+    arch_order: int = setting(1, "1: first-order DARTS; 2: unrolled (second order)", metavar="{1,2}")
     # Anti-collapse regulariser on the logits, added to the held-out loss (``asose_jax.search.regularizers``).
-    arch_regularizer: str = "none"
-    arch_reg_weight: float = 0.0
+    arch_regularizer: str = setting("none", "logit regulariser", choices=ARCH_REGULARIZERS)
+    arch_reg_weight: float = setting(0.0, "its coefficient (beta: ramped from 0 to this)")
     # Randomness: "rbg" compiles much faster than "threefry2x32" on CPU; both are deterministic.
-    seed: int = 0
+    seed: int = setting(0, "random seed (weights, logits, data order, samples)")
     prng_impl: str = "rbg"
 
     def __post_init__(self):

@@ -2,7 +2,7 @@
 
 Run directory::
 
-    config.json      the RunConfig, with the computed schedule length
+    config.json      the RunConfig as given, and apart ("computed") the schedule length, classes and op names
     metrics.jsonl    one JSON object per logged step ("event": "step"), per epoch ("epoch", with
                      held-out accuracy, per-edge entropy and architecture weights), per phase
                      ("phase", its global-step span) and per mutation ("mutation", the genotype)
@@ -24,6 +24,7 @@ import signal
 
 from asose_jax.runtime import plots
 from asose_jax.runtime.checkpointing import has_checkpoint
+from asose_jax.runtime.cli import flag_names
 from asose_jax.runtime.input_pipeline import (
     load_data,
     split_for_architecture,
@@ -34,12 +35,18 @@ from asose_jax.runtime.parallel import (
     is_primary,
     make_mesh,
 )
-from asose_jax.runtime.rundir import check_same_settings, create, device_description, existing_config
+from asose_jax.runtime.rundir import (
+    check_same_settings,
+    config_record,
+    create,
+    device_description,
+    existing_config,
+)
 from asose_jax.search import cycle
 from asose_jax.search.iterations import SUPERNET, param_counts, validation_measure
 from asose_jax.search.methods import method_of
 from asose_jax.search.nb201_table import load_nb201_table
-from asose_jax.search.run_config import COMPUTED, RENAMED_FLAGS, RESUMABLE_CHANGES, RunConfig
+from asose_jax.search.run_config import RESUMABLE_CHANGES, RunConfig
 from asose_jax.search.search_run import SearchRun, handle_signals
 from asose_jax.search.steps import build_model
 from asose_jax.spaces.genotypes import genotype_to_json
@@ -71,8 +78,9 @@ def train_and_evaluate(
     config = dataclasses.replace(config, search=search)
     model = build_model(search)
     image_shape = data.x_train.shape[1:]
-    config_json = {**config.to_json(), "op_names": list(model.op_names)}
-    check_same_settings(workdir, saved, config_json, RESUMABLE_CHANGES, COMPUTED, RENAMED_FLAGS)
+    computed = {"total_steps": search.total_steps, "num_classes": search.num_classes, "op_names": list(model.op_names)}
+    config_json = config_record(config.to_json(), computed)
+    check_same_settings(workdir, saved, config_json, RESUMABLE_CHANGES, flag_names(RunConfig))
     summary = {"params": param_counts(model, image_shape), "device": device_description(),
                "data": {"weight_split": n_weight, "arch_split": n_arch, "test": len(data.x_test),
                         "image_shape": list(image_shape)}}  # fmt: skip
@@ -115,9 +123,9 @@ def train_and_evaluate(
         **run.table_score(), "method": method_of(config.search),
         "val_acc_derived": val["acc"], "test_acc_derived": test["acc"],
         "val_acc_supernet": val_super["acc"], "test_acc_supernet": test_super["acc"],
-        "genotype": genotype_to_json(genotype), "cycles_completed": len(run.progress["cycle_accuracies"]),
-        "stopped_early": run.progress["stopped_early"], "steps": int(run.state["step"]),
-        "growth": run.progress["growth"], "architecture": run.progress["architecture"],
+        "genotype": genotype_to_json(genotype), "cycles_completed": len(run.progress.cycle_accuracies),
+        "stopped_early": run.progress.stopped_early, "steps": int(run.state["step"]),
+        "growth": run.progress.growth, "architecture": run.progress.architecture,
         "params_final": param_counts(run.model, image_shape),
         "wall_time_s": run.wall_time(), "resumed": resumed,
     })  # fmt: skip

@@ -2,15 +2,18 @@
 
 ``RunConfig`` adds to ``SearchConfig`` (the maths of one step) what the driver needs:
 the data source and split, batch size, the four-phase cycle and the plateau stop.
-``search.total_steps`` is set by the driver from the data size and the cycle, so that
-the learning rate and temperature follow one schedule over the whole run.
+Every field declared with ``setting`` is a flag of ``experiments/cifar10_search.py``. ``search.total_steps`` is
+set by the driver from the data size and the cycle, so that the learning rate and temperature follow one
+schedule over the whole run; it is saved apart from these settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from asose_jax.search.config import SearchConfig
+from asose_jax.runtime.cli import setting
+from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP
+from asose_jax.search.config import COMPUTED, SearchConfig
 from asose_jax.search.growth import GROWTH_KINDS, GROWTH_MODES, STRATEGIES
 
 ARCH_PHASES = ("alternate", "alpha-only")
@@ -38,35 +41,47 @@ class RunConfig:
     """
 
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
-    data: str = "tfds"
-    data_dir: str | None = None
-    train_limit: int | None = None
-    arch_split: float = 0.5
-    batch_size: int = 64
-    cutout: int = 0
-    cycles: int = 15
-    warmup_epochs: int = 5
-    arch_epochs: int = 2
-    retrain_epochs: int = 3
-    arch_phase: str = "alternate"
-    plateau_window: int = 3
-    plateau_threshold: float = 0.5
-    log_every: int = 20
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    nan_policy: str = "stop"
-    growth: str = "auto"
-    grow_at: str = ""
-    growth_window: int = 2
-    growth_threshold: float = 0.5
-    growth_strategy: str = "auto"
-    width_factor: float = 1.5
-    width_noise: float = 0.0
-    max_depth: int = 8
-    max_width: float = 2.0
-    max_branches: int = 2
-    max_params: int = 2_000_000
-    nb201_table: str | None = None
+    data: str = setting("tfds", DATA_HELP, metavar="SOURCE")
+    data_dir: str | None = setting(None, DATA_DIR_HELP, metavar="DIR")
+    train_limit: int | None = setting(None, "keep only the first N training images")
+    arch_split: float = setting(0.5, "fraction of the training images held out for architecture steps")
+    batch_size: int = setting(64, "images per step (per split in the architecture phase)")
+    cutout: int = setting(0, "cutout square side in pixels (0: off)")
+    cycles: int = setting(15, "maximum number of warm-up/arch/mutation/re-train cycles")
+    warmup_epochs: int = setting(5, "weight warm-up epochs per cycle (every op trained)")
+    arch_epochs: int = setting(2, "architecture epochs per cycle")
+    retrain_epochs: int = setting(3, "weight re-training epochs per cycle")
+    arch_phase: str = setting(
+        "alternate", "alternate: arch + weight step per iteration; alpha-only: weights frozen", choices=ARCH_PHASES
+    )
+    plateau_window: int = setting(3, "stop when the last N cycles do not improve validation (0: off)")
+    plateau_threshold: float = setting(0.5, "improvement in percentage points that counts")
+    log_every: int = setting(20, "steps between progress lines and metrics.jsonl step records")
+    checkpoint_every: int = setting(200, "steps between checkpoints, besides phase boundaries (0: only those)")
+    keep_checkpoints: int = setting(3, "how many of the newest checkpoints to keep")
+    nan_policy: str = setting(
+        "stop", "stop: end the run at a non-finite loss or gradient; skip: drop that update", choices=NAN_POLICIES
+    )
+    growth: str = setting(
+        "auto", "auto: grow the network when validation plateaus; off: never grow", choices=GROWTH_MODES
+    )
+    grow_at: str = setting(
+        "", "force growth at cycles instead, KIND depth, width or branch", metavar="CYCLE:KIND[,...]"
+    )
+    growth_window: int = setting(2, "cycles since the last growth over which a plateau triggers growth")
+    growth_threshold: float = setting(0.5, "validation gain in percentage points that is no plateau")
+    growth_strategy: str = setting(
+        "auto", "auto: rotate depth, width, branch; or always one of them", choices=STRATEGIES
+    )
+    width_factor: float = setting(1.5, "channel multiplier of a width growth")
+    width_noise: float = setting(0.0, "relative noise on widened channels' copies (0: exact function)")
+    max_depth: int = setting(8, "growth cap: blocks")
+    max_width: float = setting(2.0, "growth cap: any stage's channels over its initial channels")
+    max_branches: int = setting(2, "growth cap: branches per block")
+    max_params: int = setting(2_000_000, "growth cap: weights of the grown network")
+    nb201_table: str | None = setting(
+        None, "NAS-Bench-201 table (CSV) that scores the derived cell every epoch", metavar="CSV"
+    )
 
     def __post_init__(self):
         positive = ("batch_size", "cycles", "log_every", "keep_checkpoints", "growth_window", "max_depth", "max_params")
@@ -153,11 +168,14 @@ class RunConfig:
         return forced
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The user's settings; the search's ``COMPUTED`` fields are left out (the driver saves them apart)."""
+        data = dataclasses.asdict(self)
+        data["search"] = {k: v for k, v in data["search"].items() if k not in COMPUTED}
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> RunConfig:
-        """Inverse of ``to_json`` (extra keys, such as the run's op names, are ignored)."""
+        """Inverse of ``to_json`` (extra keys, such as the driver's ``computed`` values, are ignored)."""
         try:
             search = {k: v for k, v in data["search"].items() if k in _SEARCH_FIELDS}
             if search.get("op_names") is not None:
@@ -172,14 +190,10 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-RENAMED_FLAGS = {"op_names": "--ops"}  # settings whose flag is not --<field-with-hyphens>
-
-
 _SEARCH_FIELDS = {f.name for f in dataclasses.fields(SearchConfig)}
 _RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
 # Settings that may change when a run resumes: they change neither its results nor its metrics.jsonl.
 RESUMABLE_CHANGES = ("data_dir", "checkpoint_every", "keep_checkpoints")
-COMPUTED = ("total_steps", "num_classes")  # set by the driver from the data and the cycle
 
 
 PRESETS: dict[str, RunConfig] = {

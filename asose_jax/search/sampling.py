@@ -7,26 +7,32 @@ so a whole batch, and every cell that shares a logit array, uses one architectur
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
-SAMPLERS = ("softmax", "gumbel_soft", "gumbel_hard", "dirichlet")
+
+def _softmax(a: jax.Array) -> jax.Array:
+    return jax.nn.softmax(a, axis=-1)
 
 
-def check_sampler(sampler: str) -> str:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
-    return sampler
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """How a sampler turns one logit array ``a: [E, K]`` into edge weights ``[E, K]``.
 
+    ``sample(a, key, tau)`` draws the weights of one step (``key`` is None when ``needs_key`` is false; ``tau``
+    is the annealed temperature when ``uses_temperature``, else 1); ``expected(a)`` is the deterministic mixture
+    the sampler trains around (evaluation of the supernet); ``single_path`` says the weights are one-hot, so a
+    mixed op may run only the chosen op.
+    """
 
-def is_single_path(sampler: str) -> bool:
-    """Whether the sampler's weights are one-hot, so a mixed op may run only the chosen op."""
-    return check_sampler(sampler) == "gumbel_hard"
-
-
-def uses_temperature(sampler: str) -> bool:
-    """Whether the sampler reads the annealed temperature (the Gumbel samplers); the others use tau = 1."""
-    return check_sampler(sampler) in ("gumbel_soft", "gumbel_hard")
+    sample: Callable[[jax.Array, jax.Array | None, jax.Array], jax.Array]
+    expected: Callable[[jax.Array], jax.Array] = _softmax
+    single_path: bool = False
+    uses_temperature: bool = False
+    needs_key: bool = True
 
 
 def dirichlet_concentration(a: jax.Array) -> jax.Array:
@@ -40,8 +46,47 @@ def _straight_through(soft: jax.Array) -> jax.Array:
     return hard + (soft - jax.lax.stop_gradient(soft))
 
 
+def _gumbel_soft(a: jax.Array, key: jax.Array, tau: jax.Array) -> jax.Array:
+    return jax.nn.softmax((a + jax.random.gumbel(key, a.shape, a.dtype)) / tau, axis=-1)
+
+
+def _dirichlet_mean(a: jax.Array) -> jax.Array:
+    beta = dirichlet_concentration(a)
+    return beta / jnp.sum(beta, -1, keepdims=True)
+
+
+# Registered samplers by name; a new one is one entry here (see README, "Adding something").
+SAMPLERS: dict[str, Sampler] = {
+    "softmax": Sampler(lambda a, key, tau: jax.nn.softmax(a / tau, axis=-1), needs_key=False),
+    "gumbel_soft": Sampler(_gumbel_soft, uses_temperature=True),
+    "gumbel_hard": Sampler(
+        lambda a, key, tau: _straight_through(_gumbel_soft(a, key, tau)), single_path=True, uses_temperature=True
+    ),  # fmt: skip
+    "dirichlet": Sampler(
+        lambda a, key, tau: jax.random.dirichlet(key, dirichlet_concentration(a), dtype=a.dtype),
+        expected=_dirichlet_mean,
+    ),
+}
+
+
+def check_sampler(sampler: str) -> str:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    return sampler
+
+
+def is_single_path(sampler: str) -> bool:
+    """Whether the sampler's weights are one-hot, so a mixed op may run only the chosen op."""
+    return SAMPLERS[check_sampler(sampler)].single_path
+
+
+def uses_temperature(sampler: str) -> bool:
+    """Whether the sampler reads the annealed temperature (the Gumbel samplers); the others use tau = 1."""
+    return SAMPLERS[check_sampler(sampler)].uses_temperature
+
+
 def sample_edge_weights(logits: dict, key: jax.Array | None, sampler: str, temperature: jax.Array | float) -> dict:
-    """Edge weights for one step.
+    """Edge weights for one step, one sample per logit array (keys split in sorted-name order).
 
     * ``softmax``:      ``w = softmax(a / tau)`` (DARTS uses tau = 1); needs no key.
     * ``gumbel_soft``:  ``w = softmax((a + g) / tau)``, ``g ~ Gumbel(0, 1)`` per edge.
@@ -50,28 +95,17 @@ def sample_edge_weights(logits: dict, key: jax.Array | None, sampler: str, tempe
     * ``dirichlet``:    ``w ~ Dirichlet(elu(a) + 1)`` per edge, reparameterised (implicit
       gradients of the Gamma samples), so ``dw / da`` exists (DrNAS); ``tau`` is not used.
     """
-    check_sampler(sampler)
+    spec = SAMPLERS[check_sampler(sampler)]
     names = sorted(logits)
-    keys = dict(zip(names, jax.random.split(key, len(names)), strict=True)) if sampler != "softmax" else {}
-
-    def weights(name: str) -> jax.Array:
-        a = logits[name]
-        if sampler == "softmax":
-            return jax.nn.softmax(a / temperature, axis=-1)
-        if sampler == "dirichlet":
-            return jax.random.dirichlet(keys[name], dirichlet_concentration(a), dtype=a.dtype)
-        soft = jax.nn.softmax((a + jax.random.gumbel(keys[name], a.shape, a.dtype)) / temperature, axis=-1)
-        return soft if sampler == "gumbel_soft" else _straight_through(soft)
-
-    return {name: weights(name) for name in names}
+    keys = jax.random.split(key, len(names)) if spec.needs_key else [None] * len(names)
+    return {name: spec.sample(logits[name], k, temperature) for name, k in zip(names, keys, strict=True)}
 
 
 def expected_edge_weights(logits: dict, sampler: str) -> dict:
     """The deterministic mixture a soft sampler trains around: ``softmax(a)`` (softmax, soft Gumbel),
     or the Dirichlet mean ``beta / sum(beta)`` with ``beta = elu(a) + 1`` (DrNAS)."""
-    if check_sampler(sampler) == "dirichlet":
-        return {n: (b := dirichlet_concentration(a)) / jnp.sum(b, -1, keepdims=True) for n, a in logits.items()}
-    return {n: jax.nn.softmax(a, axis=-1) for n, a in logits.items()}
+    spec = SAMPLERS[check_sampler(sampler)]
+    return {n: spec.expected(a) for n, a in logits.items()}
 
 
 def argmax_edge_weights(logits: dict) -> dict:

@@ -48,6 +48,7 @@ from asose_jax.search.iterations import (
 )
 from asose_jax.search.nb201_table import NB201Table
 from asose_jax.search.run_config import RunConfig
+from asose_jax.search.run_state import Position, RunProgress
 from asose_jax.search.sampling import edge_entropy
 from asose_jax.search.steps import State, init_search_state
 from asose_jax.spaces import count_params, space_of
@@ -57,7 +58,6 @@ _GROWTH = 4  # PRNG stream of growth (new weights and logits, width mappings)
 _SCHEDULED = ("lr", "temperature")  # reported at the epoch's last step, not averaged
 _SHOWN = (("loss", "loss", 1), ("accuracy", "acc%", 100), ("arch_loss", "arch_loss", 1), ("temperature", "tau", 1))
 RECALIBRATION_BATCHES = 8  # training batches that re-estimate BatchNorm statistics for a single path
-_START = {"cycle": 1, "phase": 0, "epoch": 1, "batch": 0}
 _CHECKED = ("loss", "grad_norm", "arch_loss", "arch_grad_norm")  # must stay finite
 _SKIPPED = ("skipped", "arch_skipped")  # 1.0 where --nan-policy skip dropped an update
 
@@ -72,9 +72,9 @@ def _all_finite(state: State) -> jax.Array:
 class SearchRun:
     """The mutable bookkeeping of one search: state, data on device, metrics, checkpoints.
 
-    ``progress`` is the JSON half of a checkpoint: where the run is (``position``: cycle, phase index,
-    epoch, batch), the fetched per-step metrics of the unfinished epoch, the cycle-final accuracies,
-    the length of ``metrics.jsonl`` and the wall time, so a resumed run continues bit for bit.
+    ``progress`` (a ``RunProgress``) is the JSON half of a checkpoint: where the run is, the fetched per-step
+    metrics of the unfinished epoch, the cycle-final accuracies, the growth so far, the length of
+    ``metrics.jsonl`` and the wall time, so a resumed run continues bit for bit.
     """
 
     def __init__(
@@ -94,10 +94,7 @@ class SearchRun:
         self.set_model(model, replicate(init_search_state(model, config.search, self.image_shape), mesh))
         self.writer = MetricsWriter(workdir / "metrics.jsonl", enabled=is_primary())
         self.checkpoints = Checkpoints(workdir, config.keep_checkpoints)
-        self.progress = {"position": dict(_START), "epoch_history": [], "cycle_accuracies": [], "last_val_acc": None,
-                         "stopped_early": False, "phase_start": 0, "metrics_bytes": 0, "wall_time_s": 0.0,
-                         "saves": 0, "growth": [],
-                         "architecture": space_of(model).architecture_json(model)}  # fmt: skip
+        self.progress = RunProgress(architecture=space_of(model).architecture_json(model))
         self.session_start = time.perf_counter()
         self.signal: int | None = None
 
@@ -111,22 +108,22 @@ class SearchRun:
         ``metrics.jsonl`` back to it."""
         if self.checkpoints.latest_step() is None:
             return False
-        progress = self.checkpoints.restore_progress()
+        progress = RunProgress.from_json(self.checkpoints.restore_progress())
         space = space_of(self.model)
-        if progress.get("architecture") not in (None, space.architecture_json(self.model)):
-            model = space.with_architecture(self.model, progress["architecture"])
+        if progress.architecture not in (None, space.architecture_json(self.model)):
+            model = space.with_architecture(self.model, progress.architecture)
             like = replicate(init_search_state(model, self.config.search, self.image_shape), self.mesh)
             self.set_model(model, like)  # restored arrays take its (replicated) shardings
-        self.state, restored = self.checkpoints.restore(self.state)
-        self.progress = {**self.progress, **restored}  # runs checkpointed before growth existed lack its keys
+        self.state, _ = self.checkpoints.restore(self.state)
+        self.progress = progress
         self.set_model(self.model, self.state)
-        self.writer.truncate(self.progress["metrics_bytes"])
+        self.writer.truncate(progress.metrics_bytes)
         return True
 
     def wall_time(self) -> float:
-        return self.progress["wall_time_s"] + time.perf_counter() - self.session_start
+        return self.progress.wall_time_s + time.perf_counter() - self.session_start
 
-    def save(self, position: dict, epoch_history: list[dict] = ()) -> None:
+    def save(self, position: Position, epoch_history: list[dict] = ()) -> None:
         """Checkpoints the state with ``position`` (where to continue) and the unfinished epoch's metrics;
         refuses a non-finite state, so the newest checkpoint is always a good one."""
         if not bool(_all_finite(self.state)):
@@ -136,9 +133,10 @@ class SearchRun:
             )
         wall_time = self.wall_time()
         self.session_start = time.perf_counter()
-        self.progress.update(position=position, epoch_history=list(epoch_history), wall_time_s=wall_time,
-                             metrics_bytes=self.writer.tell(), saves=self.progress["saves"] + 1)  # fmt: skip
-        self.checkpoints.save(self.progress["saves"], self.state, self.progress)
+        progress = self.progress
+        progress.position, progress.epoch_history, progress.wall_time_s = position, list(epoch_history), wall_time
+        progress.metrics_bytes, progress.saves = self.writer.tell(), progress.saves + 1
+        self.checkpoints.save(progress.saves, self.state, progress.to_json())
         if self.signal is not None:
             raise Interrupted(self.signal, int(self.state["step"]), self.workdir)
 
@@ -149,8 +147,8 @@ class SearchRun:
     def accuracies_since_growth(self) -> list[float]:
         """Cycle-final validation accuracies from the cycle of the last growth on (its accuracy is the grown
         network's), or of the whole run."""
-        growth = self.progress["growth"]
-        return self.progress["cycle_accuracies"][growth[-1]["cycle"] - 1 if growth else 0 :]
+        growth = self.progress.growth
+        return self.progress.cycle_accuracies[growth[-1]["cycle"] - 1 if growth else 0 :]
 
     def count_weights(self, model: nn.Module) -> int:
         return param_counts(model, self.image_shape)["weights"]
@@ -158,7 +156,7 @@ class SearchRun:
     def decide_growth(self, cycle_index: int) -> tuple[Mutation, str] | None:
         """The mutation due at this cycle's mutation phase and why, or None (see ``growth``); writes a
         ``growth_skipped`` record when growth is due but every candidate would pass a cap."""
-        config, growth = self.config, self.progress["growth"]
+        config, growth = self.config, self.progress.growth
         if not space_of(self.model).growth_kinds or config.growth == "off":
             return None
         forced = config.forced_growth()
@@ -189,7 +187,7 @@ class SearchRun:
         config = self.config
         if config.growth == "off" or config.forced_growth() or not space_of(self.model).growth_kinds:
             return False
-        growth = self.progress["growth"]
+        growth = self.progress.growth
         return (
             self.next_mutation(kinds_to_try(config.growth_strategy, growth[-1]["kind"] if growth else None))[0]
             is not None
@@ -212,8 +210,8 @@ class SearchRun:
                  "val_acc_before": before["acc"], "val_acc_after": after["acc"], "val_loss_before": before["loss"],
                  "val_loss_after": after["loss"], "architecture": space_of(model).architecture_json(model)}  # fmt: skip
         self.writer.write(event)
-        self.progress["growth"].append({k: event[k] for k in ("cycle", "step", "kind", "where")})
-        self.progress["architecture"] = event["architecture"]
+        self.progress.growth.append({k: event[k] for k in ("cycle", "step", "kind", "where")})
+        self.progress.architecture = event["architecture"]
         return event
 
     def validation(self, on_test: bool = False) -> dict[str, float]:
@@ -266,10 +264,9 @@ class SearchRun:
         else:
             weight_batches = epoch_batches(seed, self.weight_idx, config.batch_size)
             images_per_step = config.batch_size
-        position = self.progress["position"]
-        start = position["batch"] if (position["cycle"], position["phase"], position["epoch"]) == (
-            cycle_index, phase_index, epoch) else 0  # fmt: skip
-        fetched = list(self.progress["epoch_history"]) if start else []
+        position = self.progress.position
+        start = position.batch if position.same_epoch(cycle_index, phase_index, epoch) else 0
+        fetched = list(self.progress.epoch_history) if start else []
         pending: list[dict] = []  # device metrics not yet fetched
         first_step = int(self.state["step"]) - len(fetched)
         where = f"cycle {cycle_index}, {phase.name} epoch {epoch}"
@@ -308,7 +305,7 @@ class SearchRun:
                 progress.update(i + 1, step=step, img_s=round(rate, 1), **shown)
             if self.signal is not None or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 fetch()
-                self.save({"cycle": cycle_index, "phase": phase_index, "epoch": epoch, "batch": i + 1}, fetched)
+                self.save(Position(cycle_index, phase_index, epoch, i + 1), fetched)
         progress.close()
         fetch()
         used = [m for m in fetched if not any(m.get(k) for k in _SKIPPED)]  # --nan-policy skip
@@ -341,43 +338,43 @@ class SearchRun:
         Checkpoints at every phase boundary (and inside epochs, see ``run_epoch``).
         """
         config, progress = self.config, self.progress
-        begin = dict(progress["position"])
-        for cycle_index in range(begin["cycle"], config.cycles + 1):
-            if progress["stopped_early"]:
+        begin = progress.position
+        for cycle_index in range(begin.cycle, config.cycles + 1):
+            if progress.stopped_early:
                 return
-            first_phase = begin["phase"] if cycle_index == begin["cycle"] else 0
+            first_phase = begin.phase if cycle_index == begin.cycle else 0
             for phase_index in range(first_phase, len(phases)):
-                phase, resuming = phases[phase_index], (cycle_index, phase_index) == (begin["cycle"], begin["phase"])
-                if not resuming or begin["epoch"] == 1 and begin["batch"] == 0:
-                    progress["phase_start"] = int(self.state["step"])
+                phase, resuming = phases[phase_index], (cycle_index, phase_index) == (begin.cycle, begin.phase)
+                if not resuming or begin.epoch == 1 and begin.batch == 0:
+                    progress.phase_start = int(self.state["step"])
                 if phase.name == cycle.MUTATION:
                     decision = self.decide_growth(cycle_index)
                     event = self.grow(cycle_index, *decision) if decision else None
-                    self.writer.write({"event": "mutation", "cycle": cycle_index, "step": progress["phase_start"],
+                    self.writer.write({"event": "mutation", "cycle": cycle_index, "step": progress.phase_start,
                                        "growth": event["kind"] if event else "none",
                                        "genotype": genotype_to_json(self.genotype())})  # fmt: skip
                 else:
-                    for epoch in range(begin["epoch"] if resuming else 1, phase.epochs + 1):
+                    for epoch in range(begin.epoch if resuming else 1, phase.epochs + 1):
                         train = self.run_epoch(cycle_index, phase_index, phase, epoch)
                         record = self.epoch_record(cycle_index, phase.name, epoch, train)
                         self.writer.write(record)
-                        progress["last_val_acc"] = record["val_acc"]
+                        progress.last_val_acc = record["val_acc"]
                     if phase.epochs:
                         self.writer.write({"event": "phase", "cycle": cycle_index, "phase": phase.name,
-                                           "step_start": progress["phase_start"],
+                                           "step_start": progress.phase_start,
                                            "step_end": int(self.state["step"])})  # fmt: skip
                 if phase_index + 1 < len(phases):
-                    self.save({"cycle": cycle_index, "phase": phase_index + 1, "epoch": 1, "batch": 0})
-            progress["cycle_accuracies"].append(progress["last_val_acc"])
+                    self.save(Position(cycle_index, phase_index + 1))
+            progress.cycle_accuracies.append(progress.last_val_acc)
             if is_primary():
                 write_json(self.workdir / "genotype.json", genotype_to_json(self.genotype()))
                 plots.plot_run(self.workdir)
             plateau = cycle.plateaued(self.accuracies_since_growth(), config.plateau_window, config.plateau_threshold)
             if plateau and not self.can_still_grow():  # a plateau grows the network first
-                progress["stopped_early"] = True
+                progress.stopped_early = True
                 self.writer.write({"event": "early_stop", "cycle": cycle_index, "step": int(self.state["step"]),
-                                   "cycle_val_acc": progress["cycle_accuracies"]})  # fmt: skip
-            self.save({"cycle": cycle_index + 1, "phase": 0, "epoch": 1, "batch": 0})
+                                   "cycle_val_acc": progress.cycle_accuracies})  # fmt: skip
+            self.save(Position(cycle_index + 1))
 
 
 def handle_signals(run: SearchRun) -> dict:

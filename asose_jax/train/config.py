@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from asose_jax.runtime.cli import setting
+from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP
+
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
 
@@ -26,31 +29,33 @@ class TrainConfig:
     TPU and float32 on CPU; weights, optimiser state and BatchNorm statistics stay float32.
     """
 
-    genotype: str = "DARTS_V2"
-    recipe: str = "standard"
-    data: str = "tfds"
-    data_dir: str | None = None
-    train_limit: int | None = None
-    init_channels: int | None = None
-    layers: int | None = None
-    epochs: int = 600
-    batch_size: int = 96
-    lr: float = 0.025
-    lr_min: float = 0.0
-    warmup_epochs: float = 0.0
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    cutout: int = 16
-    auxiliary_weight: float = 0.4
-    drop_path: float = 0.2
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0
-    compute_dtype: str = "auto"
-    steps_per_dispatch: int = 1
-    log_every: int = 50
-    seed: int = 0
+    genotype: str = setting(
+        "DARTS_V2", "a genotype.json (or a search's run directory), or a published name", metavar="GENOTYPE"
+    )
+    recipe: str = "standard"  # chosen by --recipe, which sets the other defaults
+    data: str = setting("tfds", DATA_HELP, metavar="SOURCE")
+    data_dir: str | None = setting(None, DATA_DIR_HELP, metavar="DIR")
+    train_limit: int | None = setting(None, "keep only the first N training images")
+    init_channels: int | None = setting(None, "channels of the first stage (default: darts 36, nb201 16, chain 32)")
+    layers: int | None = setting(None, "cells (darts, default 20) or cells per stage (nb201, default 5)")
+    epochs: int = setting(600, "training epochs")
+    batch_size: int = setting(96, "images per step")
+    lr: float = setting(0.025, "peak SGD learning rate")
+    lr_min: float = setting(0.0, "final learning rate of the cosine")
+    warmup_epochs: float = setting(0.0, "linear learning-rate warm-up, in epochs")
+    momentum: float = setting(0.9, "SGD momentum")
+    nesterov: bool = setting(False, "Nesterov momentum (fast: on)")
+    weight_decay: float = setting(3e-4, "coupled L2 on the weights")
+    grad_clip: float = setting(5.0, "global-norm gradient clip (0: off)")
+    cutout: int = setting(16, "cutout square side in pixels (0: off)")
+    auxiliary_weight: float = setting(0.4, "weight of the auxiliary head's loss (darts; 0: no head)")
+    drop_path: float = setting(0.2, "final drop-path probability (grows linearly from 0)")
+    label_smoothing: float = setting(0.0, "label smoothing")
+    ema_decay: float = setting(0.0, "decay of the evaluated EMA copy of the weights (0: evaluate the raw weights)")
+    compute_dtype: str = setting("auto", "auto: bfloat16 on GPU/TPU", choices=COMPUTE_DTYPES)
+    steps_per_dispatch: int = setting(1, "training steps per jitted call (lax.scan)")
+    log_every: int = setting(50, "steps between progress lines and metrics.jsonl step records")
+    seed: int = setting(0, "random seed (weights, data order, augmentation, drop-path)")
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "steps_per_dispatch", "log_every"):

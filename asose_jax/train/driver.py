@@ -2,7 +2,7 @@
 
 Run directory::
 
-    config.json     the TrainConfig, with the genotype and the network's size
+    config.json     the TrainConfig as given, and apart ("computed") the network's size
     genotype.json   the genotype trained
     metrics.jsonl   "step" records (loss, accuracy, lr, images/s) and "epoch" records (train means,
                     test accuracy of the evaluated weights, wall time)
@@ -52,7 +52,13 @@ from asose_jax.runtime.parallel import (
     shard_batch,
 )
 from asose_jax.runtime.progress import Progress
-from asose_jax.runtime.rundir import check_same_settings, create, device_description, existing_config
+from asose_jax.runtime.rundir import (
+    check_same_settings,
+    config_record,
+    create,
+    device_description,
+    existing_config,
+)
 from asose_jax.search.steps import accuracy, cross_entropy
 from asose_jax.spaces import count_params, space_of
 from asose_jax.spaces.genotypes import genotype_to_json, resolve_genotype
@@ -233,7 +239,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
     }  # fmt: skip
     network = {"init_channels": net.init_channels, "auxiliary": auxiliary,
                "depth": getattr(net, "layers", getattr(net, "cells_per_stage", None))}  # fmt: skip
-    config_json = {**config.to_json(), "network": network}
+    config_json = config_record(config.to_json(), network)
     check_same_settings(workdir, saved, config_json)
     create(workdir)
     if is_primary() and saved is None:

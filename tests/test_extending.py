@@ -1,0 +1,113 @@
+"""The README's recipes for extending the library ("Adding something"), followed by tests.
+
+* an op: registered in ``OPS`` and searched with, through the search driver, then trained as a discrete network;
+* a sampler: registered in ``SAMPLERS`` and searched with in the same run;
+* a space: every registered space implements the ``SearchSpace`` interface end to end (a new space added to
+  ``SPACES`` is checked by this test without another line);
+* a growth kind: every kind of every space preserves the supernet's function (likewise automatic).
+"""
+
+from __future__ import annotations
+
+import chex
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from conftest import IMAGE, TINY, make_batch
+
+from asose_jax.nn.initializers import init_variables
+from asose_jax.nn.operations import OPS, batch_norm, conv
+from asose_jax.runtime.metrics_log import read_metrics
+from asose_jax.search import growth
+from asose_jax.search.config import SearchConfig
+from asose_jax.search.driver import train_and_evaluate
+from asose_jax.search.growth import Mutation
+from asose_jax.search.run_config import RunConfig
+from asose_jax.search.sampling import SAMPLERS, Sampler
+from asose_jax.search.steps import build_model, init_search_state
+from asose_jax.spaces import SPACES, space_of, uniform_arch_weights
+from asose_jax.spaces.genotypes import derive_genotype, genotype_edge_weights, genotype_from_json, genotype_to_json
+from asose_jax.spaces.networks import build_network
+
+
+class TanhConv(nn.Module):
+    """A toy op: ``BN(conv1x1(tanh(x)))`` at ``stride``, ``features`` channels out."""
+
+    features: int
+    stride: int
+    affine: bool
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        return batch_norm(train, self.affine)(conv(self.features, (1, 1), (self.stride, self.stride))(jax.nn.tanh(x)))
+
+
+def _sharpened(a: jax.Array) -> jax.Array:
+    return jax.nn.softmax(2.0 * a, axis=-1)
+
+
+def test_a_registered_op_and_sampler_are_searched_with_and_trained(monkeypatch, npz_path, tmp_path):
+    monkeypatch.setitem(OPS, "tanh_conv_1x1", lambda c, s, affine, name=None: TanhConv(c, s, affine, name=name))
+    monkeypatch.setitem(SAMPLERS, "sharpened", Sampler(lambda a, key, tau: _sharpened(a), _sharpened, needs_key=False))
+    ops = ("skip_connect", "tanh_conv_1x1")
+    search = SearchConfig(space="chain", init_channels=4, depth=2, op_names=ops, sampler="sharpened", arch_lr=0.05)
+    config = RunConfig(search=search, data=f"npz:{npz_path}", batch_size=8, cycles=1, warmup_epochs=1, arch_epochs=1,
+                       retrain_epochs=0, plateau_window=0, growth="off", log_every=1)  # fmt: skip
+    summary = train_and_evaluate(config, tmp_path / "run")
+    assert summary["val_measure"] == "supernet" and 0 <= summary["val_acc"] <= 100
+    assert set(summary["genotype"]["ops"]) <= set(ops)
+    epochs = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "epoch"]
+    assert np.shape(epochs[-1]["arch_weights"]["blocks"]) == (2, 2)
+    logits = np.log(np.asarray(epochs[0]["arch_weights"]["blocks"]))
+    assert np.ptp(logits) > 0  # the logits moved in the architecture epoch
+    network = build_network(genotype_from_json(summary["genotype"]), init_channels=4, num_classes=10)
+    images = np.zeros((2, IMAGE, IMAGE, 3), np.float32)
+    variables = network.init(jax.random.key(0), images, train=False)
+    chex.assert_shape(network.apply(variables, images, train=False)[0], (2, 10))  # (logits, auxiliary logits)
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_every_space_implements_the_interface(name):
+    """Supernet, logits, genotype derivation, JSON, edge weights of the genotype and the discrete network."""
+    space = SPACES[name]
+    model = build_model(SearchConfig(space=name, **TINY[name]))
+    assert space_of(model) is space
+    state = init_search_state(model, SearchConfig(space=name, **TINY[name]), (IMAGE, IMAGE, 3))
+    shapes = model.arch_shapes()
+    assert {k: v.shape for k, v in state["arch"].items()} == shapes
+    ops = tuple(model.op_names)
+    genotype = derive_genotype(name, jax.device_get(state["arch"]), ops, model)
+    assert space_of(genotype) is space and genotype_from_json(genotype_to_json(genotype)) == genotype
+    space.check_genotype(genotype)
+    one_hot = genotype_edge_weights(genotype, ops)
+    assert {k: np.shape(v) for k, v in one_hot.items()} == shapes
+    images = make_batch(0, 2)["image"]
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    chex.assert_shape(model.apply(variables, images, one_hot, train=False, single_path=True), (2, 10))
+    network = build_network(genotype, init_channels=TINY[name]["init_channels"], num_classes=10)
+    net_vars = network.init(jax.random.key(0), images, train=False)
+    chex.assert_shape(network.apply(net_vars, images, train=False)[0], (2, 10))
+    names = space.edge_names(model)
+    assert names is None or {k: len(v) for k, v in names.items()} == {k: s[0] for k, s in shapes.items()}
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [(name, kind) for name, space in SPACES.items() for kind in space.growth_kinds]
+)
+def test_every_growth_kind_preserves_the_function(name, kind):
+    config = SearchConfig(space=name, **TINY[name])
+    model = build_model(config)
+    variables = init_variables(model, jax.random.key(0), (IMAGE, IMAGE, 3), uniform_arch_weights(model), train=False)
+    state = {**init_search_state(model, config, (IMAGE, IMAGE, 3)), **variables}
+    space = space_of(model)
+    mutation = Mutation(kind, space.choose_target(model, kind), 1.5 if kind == "width" else 1.0)
+    grown_model, grown = growth.grow(model, state, mutation, jax.random.key(1))
+    images = make_batch(5, 4)["image"]
+
+    def outputs(m, s):
+        weights = {k: jax.nn.softmax(a, -1) for k, a in s["arch"].items()}
+        return m.apply({"params": s["params"], "batch_stats": s["batch_stats"]}, images, weights, train=False)
+
+    np.testing.assert_allclose(outputs(grown_model, grown), outputs(model, state), atol=1e-5, rtol=0)
+    assert space.architecture_json(grown_model) != space.architecture_json(model)
