@@ -24,10 +24,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from asose_jax.runtime.cli import (  # noqa: E402
     ArgumentParser,
     add_config_flags,
+    add_run_directory_flags,
     add_runtime_flags,
     given_settings,
     setup_runtime,
 )
+from asose_jax.runtime.rundir import Interrupted  # noqa: E402
 from asose_jax.search.config import SearchConfig  # noqa: E402
 from asose_jax.search.methods import METHODS, with_method  # noqa: E402
 from asose_jax.search.run_config import PRESETS, RunConfig, preset  # noqa: E402
@@ -45,16 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{" + ",".join(PRESETS) + "}",
         help=f"named settings: {', '.join(PRESETS)} (default: reference; when --workdir holds a run, its settings)",
     )
-    parser.add_argument(
-        "--workdir",
-        metavar="DIR",
-        help="run directory (default: runs/<preset>-<space>-<time>); one that holds an unfinished run continues it",
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --workdir from its newest checkpoint"
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="build everything, write config.json and summary.json, do not train"
+    add_run_directory_flags(
+        parser, "runs/<preset>-<space>-<time>", "build everything, write config.json and summary.json"
     )
     parser.add_argument(
         "--method",
@@ -105,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         setup_runtime(args)
 
-        from asose_jax.runtime.rundir import Interrupted
         from asose_jax.search.driver import train_and_evaluate
 
         summary = train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume)

@@ -11,9 +11,15 @@ import json
 import os
 import pathlib
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
 from asose_jax.runtime.metrics_log import read_metrics
 
 COMMITTED = pathlib.Path(__file__).parent / "data" / "run_files.json"
+# Wall-clock fields: the only values in which a killed-and-resumed run may differ from an uninterrupted one.
+TIMING = ("images_per_s", "wall_time_s", "epoch_seconds", "train_images_per_s", "train_time_s")
 # Values whose keys depend on the space or the run (genotypes, architectures, per-edge weights): kept as one key.
 OPAQUE = ("genotype", "architecture", "arch_weights", "entropy", "edge_names")
 
@@ -60,3 +66,21 @@ def _diff(a, b) -> list[str]:
 
 def _flat(keys) -> set[str]:
     return set(keys or ()) if not isinstance(keys, dict) else {f"{k}:{v}" for k, vs in keys.items() for v in vs}
+
+
+def comparable(workdir: pathlib.Path) -> dict:
+    """What must not depend on interruptions: ``metrics.jsonl``, ``genotype.json`` and ``summary.json`` without
+    wall-clock fields (and the summary's ``resumed`` flag), and every array of the newest checkpoint's state."""
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((workdir / "summary.json").read_text())
+    newest = max((p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    state = ocp.StandardCheckpointer().restore(newest / "state")
+    return {
+        "metrics": [{k: v for k, v in r.items() if k not in TIMING} for r in records],
+        "genotype": json.loads((workdir / "genotype.json").read_text()),
+        "summary": {k: v for k, v in summary.items() if k not in (*TIMING, "resumed")},
+        "state": {
+            jax.tree_util.keystr(path): np.asarray(leaf).tobytes()
+            for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+        },  # fmt: skip
+    }

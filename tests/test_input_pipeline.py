@@ -1,9 +1,12 @@
+import time
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from asose_jax.runtime import input_pipeline
 from asose_jax.runtime.input_pipeline import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -122,8 +125,9 @@ def test_eval_batches_cover_every_example_once_with_a_mask():
     assert all(idx.shape == (4,) for idx, _ in eval_batches(10, 4))  # one shape: one trace
 
 
-def test_tfds_source_with_mock_data():
+def test_tfds_source_with_mock_data(monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(input_pipeline, "unreachable", lambda host: None)  # mock data replaces the download
     with tfds.testing.mock_data(num_examples=12):
         arrays = load_tfds(train_limit=10)
     assert arrays.x_train.shape == (10, 32, 32, 3) and arrays.x_train.dtype == np.uint8
@@ -141,9 +145,37 @@ def test_tfds_without_data_fails_in_one_line_naming_the_fixes(tmp_path, monkeypa
         raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'\nretrying...")
 
     monkeypatch.setattr(tfds, "load", offline)
+    monkeypatch.setattr(input_pipeline, "unreachable", lambda host: None)  # the host answers, the download fails
     with pytest.raises(ValueError, match=r"ConnectionError: Failed to resolve .*--data-dir.*npz:PATH") as err:
         load_data("tfds", data_dir=str(tmp_path))
     assert "\n" not in str(err.value)
+
+
+def test_tfds_fails_at_once_when_the_download_host_cannot_be_reached(tmp_path, monkeypatch):
+    """tensorflow-datasets would retry for minutes; an unreachable host is one line before any download."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def must_not_download(*args, **kwargs):
+        raise AssertionError("tfds.load called although the host is unreachable")
+
+    monkeypatch.setattr(tfds, "load", must_not_download)
+    monkeypatch.setattr(input_pipeline, "unreachable", lambda host: "gaierror: Name or service not known")
+    with pytest.raises(ValueError, match=r"cannot be reached \(gaierror.*prepare_cifar10.py.*npz:PATH") as err:
+        load_data("tfds", data_dir=str(tmp_path))
+    assert "www.cs.toronto.edu" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_reachability_probe_is_bounded(monkeypatch):
+    start = time.perf_counter()
+    assert input_pipeline.unreachable("host.invalid", timeout_s=5.0)  # the .invalid domain never resolves
+
+    def hang(*args, **kwargs):
+        time.sleep(30)
+        raise OSError("timed out")
+
+    monkeypatch.setattr(input_pipeline.socket, "create_connection", hang)
+    assert input_pipeline.unreachable("example.org", timeout_s=0.5) == "no answer within 0.5 s"
+    assert time.perf_counter() - start < 10
 
 
 def test_unknown_data_source():

@@ -138,7 +138,7 @@ def test_killed_run_continues_to_the_same_result(tmp_path, npz_path, monkeypatch
 
     def save_then_die(self, step, state, progress):
         save(self, step, state, progress)
-        if progress["epoch"] == 2:
+        if (progress["epoch"], progress["dispatch"]) == (3, 0):  # epoch 2 finished
             self.manager.wait_until_finished()
             raise KeyboardInterrupt
 

@@ -67,11 +67,13 @@ class Identity(nn.Module):
 
 
 class Pool(nn.Module):
-    """3x3 pool, padding 1 (average excludes padding), followed by BatchNorm."""
+    """3x3 pool, padding 1 (average excludes padding), followed by BatchNorm unless ``normalize`` is off (DARTS's
+    evaluation network pools without it; its search's mixed op adds an affine-free one)."""
 
     kind: str  # "avg" or "max"
     stride: int = 1
     affine: bool = False
+    normalize: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -80,7 +82,7 @@ class Pool(nn.Module):
             y = nn.avg_pool(x, window, strides, padding, count_include_pad=False)
         else:
             y = nn.max_pool(x, window, strides, padding)
-        return batch_norm(train, self.affine)(y)
+        return batch_norm(train, self.affine)(y) if self.normalize else y
 
 
 class FactorizedReduce(nn.Module):

@@ -16,13 +16,31 @@ during a save leaves the previous checkpoints valid; incomplete directories are 
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 
 import jax
 import orbax.checkpoint as ocp
 
+from asose_jax.runtime.faults import armed, fault_point
+
 CHECKPOINT_DIR = "checkpoints"
+
+
+@functools.cache
+def _fault_point_before_commit() -> None:
+    """With ``ASOSE_FAULT=checkpoint_commit``: the fault point inside orbax's save, after every file of the
+    checkpoint is written and before its temporary directory is renamed into place (the commit)."""
+    from orbax.checkpoint._src.path import atomicity  # orbax's own commit step; only tests arm this
+
+    finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize_after_fault_point(self):
+        fault_point("checkpoint_commit")
+        return await finalize(self)
+
+    atomicity.AtomicRenameTemporaryPath.finalize = finalize_after_fault_point
 
 
 def has_checkpoint(workdir: str | pathlib.Path) -> bool:
@@ -35,6 +53,8 @@ class Checkpoints:
     """The checkpoints of one run directory (``workdir/checkpoints/<save index>``), newest ``keep`` kept."""
 
     def __init__(self, workdir: str | pathlib.Path, keep: int):
+        if (armed() or ("",))[0] == "checkpoint_commit":
+            _fault_point_before_commit()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / CHECKPOINT_DIR, options=options)
 
@@ -51,6 +71,7 @@ class Checkpoints:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(snapshot))
         if not self.manager.save(step, args=args):
             raise RuntimeError(f"orbax declined to save checkpoint {step}")
+        fault_point("checkpoint_saved")
 
     def restore(self, like_state: dict, step: int | None = None) -> tuple[dict, dict]:
         """``(state, progress)`` of ``step`` (default: the newest); ``like_state`` gives the structure."""

@@ -120,6 +120,19 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see --help\n")
 
 
+def add_run_directory_flags(parser: argparse.ArgumentParser, default_workdir: str, dry_run: str) -> None:
+    """``--workdir``, ``--resume`` and ``--dry-run`` (which does ``dry_run`` instead of the run)."""
+    parser.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help=f"run directory (default: {default_workdir}); one that holds an unfinished run continues it",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --workdir from its newest checkpoint"
+    )
+    parser.add_argument("--dry-run", action="store_true", help=f"{dry_run}, do not train")
+
+
 def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     """``--distributed`` and ``--compilation-cache``."""
     parser.add_argument(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import socket
+import threading
 import zipfile
 from collections.abc import Iterator, Sequence
 
@@ -159,6 +161,29 @@ def eval_batches(n: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarr
         yield np.where(idx < n, idx, 0).astype(np.int32), idx < n
 
 
+DOWNLOAD_HOSTS = {"cifar10": "www.cs.toronto.edu"}  # where tensorflow-datasets downloads each data set from
+
+
+def unreachable(host: str, port: int = 443, timeout_s: float = 10.0) -> str | None:
+    """Why ``host:port`` cannot be reached within ``timeout_s`` (name lookup included), or None if it can.
+
+    tensorflow-datasets retries a failed download for minutes; this check makes an offline machine fail at once.
+    """
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{type(err).__name__}: {err}")
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout_s)
+    return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
+
+
 def load_tfds(
     data_dir: str | None = None, train_limit: int | None = None, name: str = "cifar10", download: bool = True
 ) -> ImageArrays:
@@ -177,6 +202,15 @@ def load_tfds(
         ) from None
     if train_limit is not None and train_limit < 1:
         raise ValueError(f"train_limit must be a positive integer, got {train_limit}")
+    where = data_dir or "the default ~/tensorflow_datasets"
+    host = DOWNLOAD_HOSTS.get(name)
+    needs_download = download and host and not tfds.builder(name, data_dir=data_dir).is_prepared()
+    if needs_download and (problem := unreachable(host)):
+        raise ValueError(
+            f"--data tfds: {name} is not prepared in {where} and its download host {host} cannot be reached "
+            f"({problem}); offline, download the CIFAR-10 python archive elsewhere and convert it with "
+            "experiments/prepare_cifar10.py, then use --data npz:PATH"
+        )
     arrays = {}
     for split in ("train", "test"):
         try:
@@ -184,7 +218,6 @@ def load_tfds(
             chunks = list(tfds.as_numpy(ds))
         except Exception as err:  # tfds raises many types (network, missing files, assertion)
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            where = data_dir or "the default ~/tensorflow_datasets"
             raise ValueError(
                 f"cannot load tfds {name!r} from {where} ({type(err).__name__}: {first_line}); point "
                 "--data-dir at a prepared copy, or use --data npz:PATH (written by experiments/prepare_cifar10.py)"

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from asose_jax.runtime.faults import fault_point
+
 
 def to_jsonable(value):
     """Numbers, arrays (JAX or NumPy) and nested containers as plain JSON values."""
@@ -41,7 +43,11 @@ class MetricsWriter:
 
     def write(self, record: dict) -> None:
         if self._file:
-            self._file.write(json.dumps(to_jsonable(record)) + "\n")
+            line = json.dumps(to_jsonable(record)) + "\n"
+            self._file.write(line[: len(line) // 2])
+            self._file.flush()
+            fault_point("metrics_append")  # a kill here leaves half a line, which a resume cuts off
+            self._file.write(line[len(line) // 2 :])
             self._file.flush()
 
     def tell(self) -> int:

@@ -14,11 +14,13 @@ import pathlib
 import shlex
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 
 COMPUTED = "computed"  # the key of config.json that holds the driver's derived values
+NAN_POLICIES = ("stop", "skip")  # at a non-finite loss or gradient: end the run, or drop that update
 
 
 def existing_config(workdir: pathlib.Path) -> dict | None:
@@ -113,6 +115,21 @@ def resume_command(workdir: pathlib.Path, argv: Sequence[str] | None = None) -> 
     ``--workdir`` and ``--resume``; the run's settings come back from its ``config.json``."""
     script = (sys.argv if argv is None else argv)[0]
     return shlex.join(["python", script, "--workdir", str(workdir), "--resume"])
+
+
+def catch_stop_signals(request: Callable[[int], None]) -> Callable[[], None]:
+    """Makes SIGTERM and SIGINT call ``request(signum)`` (the run saves and stops at its next step) instead of
+    ending the process; returns the function that puts the previous handlers back. Off the main thread, where
+    Python cannot install handlers, it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {sig: signal.signal(sig, lambda signum, frame: request(signum)) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 class Interrupted(Exception):

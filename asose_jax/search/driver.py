@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import signal
 
 from asose_jax.runtime import plots
 from asose_jax.runtime.checkpointing import has_checkpoint
 from asose_jax.runtime.cli import flag_names
+from asose_jax.runtime.faults import fault_point
 from asose_jax.runtime.input_pipeline import (
     load_data,
     split_for_architecture,
@@ -36,6 +36,7 @@ from asose_jax.runtime.parallel import (
     make_mesh,
 )
 from asose_jax.runtime.rundir import (
+    catch_stop_signals,
     check_same_settings,
     config_record,
     create,
@@ -47,7 +48,7 @@ from asose_jax.search.iterations import SUPERNET, param_counts, validation_measu
 from asose_jax.search.methods import method_of
 from asose_jax.search.nb201_table import load_nb201_table
 from asose_jax.search.run_config import RESUMABLE_CHANGES, RunConfig
-from asose_jax.search.search_run import SearchRun, handle_signals
+from asose_jax.search.search_run import SearchRun
 from asose_jax.search.steps import build_model
 from asose_jax.spaces.genotypes import genotype_to_json
 
@@ -100,13 +101,12 @@ def train_and_evaluate(
     if not resumed:
         run.writer.truncate(0)  # a run killed before its first checkpoint starts over
     run.table_score()  # a table that lacks the search's cells fails now, not after the first epoch
-    old_handlers = handle_signals(run)
+    restore_signals = catch_stop_signals(lambda signum: setattr(run, "signal", signum))
     try:
         run.run_cycles(phases)
     finally:
         run.checkpoints.close()
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
+        restore_signals()
 
     genotype = run.genotype()
     val, test = run.evaluate(on_test=False, derived=True), run.evaluate(on_test=True, derived=True)
@@ -129,8 +129,10 @@ def train_and_evaluate(
         "params_final": param_counts(run.model, image_shape),
         "wall_time_s": run.wall_time(), "resumed": resumed,
     })  # fmt: skip
-    if is_primary():
+    if is_primary():  # summary.json last: it marks the run finished
         write_json(workdir / "genotype.json", genotype_to_json(genotype))
-        write_json(workdir / "summary.json", summary)
+        fault_point("final_plots")
         plots.plot_run(workdir)
+        fault_point("final_summary")
+        write_json(workdir / "summary.json", summary)
     return summary

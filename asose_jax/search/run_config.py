@@ -13,11 +13,11 @@ import dataclasses
 
 from asose_jax.runtime.cli import setting
 from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP
+from asose_jax.runtime.rundir import NAN_POLICIES
 from asose_jax.search.config import COMPUTED, SearchConfig
 from asose_jax.search.growth import GROWTH_KINDS, GROWTH_MODES, STRATEGIES
 
 ARCH_PHASES = ("alternate", "alpha-only")
-NAN_POLICIES = ("stop", "skip")
 
 
 @dataclasses.dataclass(frozen=True)

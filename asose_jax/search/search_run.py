@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 import pathlib
-import signal
-import threading
 import time
 
 import flax.linen as nn
@@ -16,6 +14,7 @@ import numpy as np
 
 from asose_jax.runtime import plots
 from asose_jax.runtime.checkpointing import Checkpoints
+from asose_jax.runtime.faults import fault_point
 from asose_jax.runtime.input_pipeline import (
     ImageArrays,
     epoch_batches,
@@ -204,6 +203,7 @@ class SearchRun:
         model, state = grow(self.model, jax.device_get(self.state), mutation, jax.random.fold_in(key, _GROWTH),
                             self.config.search.arch_init_scale, self.config.width_noise)  # fmt: skip
         self.set_model(model, replicate(state, self.mesh))
+        fault_point("growth_inside")
         after = self.validation()
         event = {"event": "growth", "cycle": cycle_index, "step": step, "kind": mutation.kind, "where": where,
                  "reason": reason, "params_before": params_before, "params_after": count_params(state["params"]),
@@ -212,6 +212,7 @@ class SearchRun:
         self.writer.write(event)
         self.progress.growth.append({k: event[k] for k in ("cycle", "step", "kind", "where")})
         self.progress.architecture = event["architecture"]
+        fault_point("growth_after")
         return event
 
     def validation(self, on_test: bool = False) -> dict[str, float]:
@@ -293,6 +294,7 @@ class SearchRun:
                 )
                 metrics = {**metrics, **weight_metrics}
             pending.append(metrics)
+            fault_point("step")
             step = first_step + i + 1
             if (i + 1) % config.log_every == 0 or i + 1 == len(weight_batches):
                 fetch()
@@ -358,6 +360,7 @@ class SearchRun:
                         train = self.run_epoch(cycle_index, phase_index, phase, epoch)
                         record = self.epoch_record(cycle_index, phase.name, epoch, train)
                         self.writer.write(record)
+                        fault_point("epoch_end")
                         progress.last_val_acc = record["val_acc"]
                     if phase.epochs:
                         self.writer.write({"event": "phase", "cycle": cycle_index, "phase": phase.name,
@@ -375,14 +378,3 @@ class SearchRun:
                 self.writer.write({"event": "early_stop", "cycle": cycle_index, "step": int(self.state["step"]),
                                    "cycle_val_acc": progress.cycle_accuracies})  # fmt: skip
             self.save(Position(cycle_index + 1))
-
-
-def handle_signals(run: SearchRun) -> dict:
-    """SIGTERM and SIGINT ask the run to checkpoint and stop at the next step; returns the old handlers."""
-
-    def request(signum, frame):
-        run.signal = signum
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, request) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -15,6 +15,7 @@ import dataclasses
 
 from asose_jax.runtime.cli import setting
 from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP
+from asose_jax.runtime.rundir import NAN_POLICIES
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
@@ -55,6 +56,10 @@ class TrainConfig:
     compute_dtype: str = setting("auto", "auto: bfloat16 on GPU/TPU", choices=COMPUTE_DTYPES)
     steps_per_dispatch: int = setting(1, "training steps per jitted call (lax.scan)")
     log_every: int = setting(50, "steps between progress lines and metrics.jsonl step records")
+    checkpoint_every: int = setting(200, "steps between checkpoints, besides every epoch's end (0: only those)")
+    nan_policy: str = setting(
+        "stop", "stop: end the run at a non-finite loss or gradient; skip: drop that update", choices=NAN_POLICIES
+    )
     seed: int = setting(0, "random seed (weights, data order, augmentation, drop-path)")
 
     def __post_init__(self):
@@ -79,6 +84,14 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip", "auxiliary_weight", "cutout"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"--{_flag(name)} must be non-negative, got {getattr(self, name)!r}")
+        if (
+            isinstance(self.checkpoint_every, bool)
+            or not isinstance(self.checkpoint_every, int)
+            or (self.checkpoint_every < 0)
+        ):
+            raise ValueError(f"--checkpoint-every must be a non-negative integer, got {self.checkpoint_every!r}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"unknown --nan-policy {self.nan_policy!r}; use one of {', '.join(NAN_POLICIES)}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"unknown --compute-dtype {self.compute_dtype!r}; use one of {', '.join(COMPUTE_DTYPES)}")
         if self.recipe not in RECIPE_NAMES:
@@ -93,6 +106,8 @@ def _flag(name: str) -> str:
 
 
 RECIPE_NAMES = ("standard", "fast")
+# Settings that may change when a run continues: they change neither its results nor its metrics.jsonl.
+RESUMABLE_CHANGES = ("data_dir", "checkpoint_every")
 
 
 def recipe(name: str) -> TrainConfig:

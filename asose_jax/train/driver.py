@@ -7,44 +7,34 @@ Run directory::
     metrics.jsonl   "step" records (loss, accuracy, lr, images/s) and "epoch" records (train means,
                     test accuracy of the evaluated weights, wall time)
     summary.json    test accuracy with and without flip TTA (EMA and raw weights), parameter counts,
-                    FLOPs per image, images/s, wall time, device
+                    FLOPs per image, images/s, wall time, device; written last, it marks the run finished
     curves.png      the learning curves
-    checkpoints/    orbax checkpoints after each epoch: rerunning the command continues a killed run
+    checkpoints/    orbax checkpoints every ``checkpoint_every`` steps and at every epoch's end: a killed run
+                    continues (the same command, or ``--resume``) bit for bit
 
-The state is a plain dict of pytrees::
-
-    {"step": int32 [], "rng": uint32 key data, "params", "batch_stats", "opt": optax state,
-     "ema": {"params", "batch_stats"}}   # "ema" only with --ema-decay > 0
-
-One jitted, donated iteration takes ``steps_per_dispatch`` steps through ``jax.lax.scan``; each step
-gathers its batch by index from the uint8 images resident on the device and augments it inside jit.
+SIGTERM and SIGINT save a checkpoint after the current dispatch and stop with exit status 128 + signal.
+The steps themselves are in ``asose_jax.train.steps``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import pathlib
 import time
-from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import Mesh
 
-from asose_jax.nn.conv import auto_impl
-from asose_jax.nn.initializers import init_variables
-from asose_jax.nn.optimizers import descend
-from asose_jax.nn.schedules import learning_rate_schedule
 from asose_jax.runtime import plots
-from asose_jax.runtime.checkpointing import Checkpoints
-from asose_jax.runtime.input_pipeline import augment, epoch_batches, eval_batches, load_data, normalize
+from asose_jax.runtime.checkpointing import Checkpoints, has_checkpoint
+from asose_jax.runtime.faults import fault_point
+from asose_jax.runtime.input_pipeline import epoch_batches, eval_batches, load_data
 from asose_jax.runtime.metrics_log import MetricsWriter, write_json
 from asose_jax.runtime.parallel import (
     check_batch_size,
-    constrain_batch,
     is_primary,
     jit_data_parallel,
     make_mesh,
@@ -53,163 +43,84 @@ from asose_jax.runtime.parallel import (
 )
 from asose_jax.runtime.progress import Progress
 from asose_jax.runtime.rundir import (
+    Interrupted,
+    catch_stop_signals,
     check_same_settings,
     config_record,
     create,
     device_description,
     existing_config,
 )
-from asose_jax.search.steps import accuracy, cross_entropy
 from asose_jax.spaces import count_params, space_of
 from asose_jax.spaces.genotypes import genotype_to_json, resolve_genotype
 from asose_jax.spaces.networks import build_network
-from asose_jax.train.config import TrainConfig
+from asose_jax.train.config import RESUMABLE_CHANGES, TrainConfig
+from asose_jax.train.steps import (
+    compute_dtype,
+    flops_per_image,
+    init_train_state,
+    make_eval_step,
+    make_train_step,
+    scan_steps,
+)
 
-State = dict
-
-
-def compute_dtype(name: str) -> jnp.dtype:
-    """``auto``: bfloat16 on GPU and TPU, float32 on CPU (where bfloat16 is emulated and slow)."""
-    if name == "auto":
-        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-    return jnp.dtype(name)
-
-
-def cast_floating(tree, dtype):
-    """Every floating-point leaf of ``tree`` as ``dtype`` (the compute copy of float32 weights)."""
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+_CHECKED = ("loss", "grad_norm")  # must stay finite with --nan-policy stop
 
 
-def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
-    """Mean cross-entropy against ``(1 - s) * one_hot + s / K``. logits: [B, K], labels: [B]."""
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
-    return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
+@dataclasses.dataclass
+class TrainProgress:
+    """The JSON half of a training checkpoint: where to continue (``epoch``, ``dispatch`` within it), the fetched
+    per-step metrics of the unfinished epoch and its seconds so far, the length of ``metrics.jsonl``, the wall
+    and training time before this session, the per-epoch rates, and how many checkpoints were written."""
+
+    epoch: int = 1
+    dispatch: int = 0
+    fetched: list[dict] = dataclasses.field(default_factory=list)
+    epoch_seconds: float = 0.0
+    metrics_bytes: int = 0
+    wall_time_s: float = 0.0
+    train_seconds: float = 0.0
+    rates: list[float] = dataclasses.field(default_factory=list)
+    saves: int = 0
 
 
-def weight_transform(config: TrainConfig) -> optax.GradientTransformation:
-    """Optional global-norm clip, coupled L2 ``wd * w``, (Nesterov) momentum; the step applies the learning rate."""
-    clip = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
-    return optax.chain(
-        *clip,
-        optax.add_decayed_weights(config.weight_decay),
-        optax.trace(decay=config.momentum, nesterov=config.nesterov),
-    )
+def fetch(pending: list[dict], fetched: list[dict], first_step: int, stop_at_nan: bool) -> None:
+    """Moves the device metrics of the ``pending`` dispatches (``[K]`` per name) to ``fetched``, one dict per step;
+    with ``stop_at_nan``, checks every step (``first_step`` is the global number of ``fetched``'s first)."""
+    new = [{name: float(v[i]) for name, v in m.items()} for m in jax.device_get(pending) for i in range(len(m["loss"]))]
+    if stop_at_nan:
+        check_finite(new, first_step + len(fetched))
+    fetched.extend(new)
+    pending.clear()
 
 
-def init_train_state(net: nn.Module, config: TrainConfig, image_shape: tuple[int, int, int]) -> State:
-    key = jax.random.key(config.seed, impl="rbg")
-    init_key, run_key = jax.random.split(key)
-    variables = init_variables(net, init_key, image_shape, train=False)
-    state = {
-        "step": jnp.zeros((), jnp.int32),
-        "rng": jax.random.key_data(run_key),
-        "params": variables["params"],
-        "batch_stats": variables["batch_stats"],
-        "opt": weight_transform(config).init(variables["params"]),
-    }
-    if config.ema_decay:
-        state["ema"] = jax.tree.map(jnp.copy, variables)
-    return state
+def check_finite(fetched: list[dict], first_step: int) -> None:
+    """Raises FloatingPointError naming the first step whose loss or gradient norm is not finite."""
+    for i, metrics in enumerate(fetched):
+        bad = [k for k in _CHECKED if not math.isfinite(metrics[k])]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite {bad[0]} at step {first_step + i}; the last checkpoint is kept: lower --lr and rerun "
+                "the command to continue from it, or pass --nan-policy skip"
+            )
 
 
-def make_train_step(
-    net: nn.Module, config: TrainConfig, total_steps: int, steps_per_epoch: int, mesh: Mesh | None = None
-) -> Callable:
-    """``train_step(state, images uint8 [N,H,W,3], labels [N], idx [B]) -> (state, metrics)``: one SGD step
-    on the augmented batch ``images[idx]`` (laid out along ``mesh``'s data axis, if given). Loss:
-    label-smoothed cross-entropy, plus ``auxiliary_weight`` times the auxiliary head's; drop-path rate
-    ``drop_path * step / total_steps``."""
-    tx = weight_transform(config)
-    lr_at = learning_rate_schedule(config.lr, config.lr_min, total_steps, int(config.warmup_epochs * steps_per_epoch))
-    dtype = compute_dtype(config.compute_dtype)
-
-    def loss_fn(params, batch_stats, images, labels, key, drop_rate):
-        variables = {"params": cast_floating(params, dtype), "batch_stats": batch_stats}
-        (logits, aux_logits), updates = net.apply(
-            variables, images.astype(dtype), train=True, drop_rate=drop_rate, rngs={"drop_path": key},
-            mutable=["batch_stats"],
-        )  # fmt: skip
-        loss = smoothed_cross_entropy(logits, labels, config.label_smoothing)
-        if aux_logits is not None:
-            loss = loss + config.auxiliary_weight * smoothed_cross_entropy(aux_logits, labels, config.label_smoothing)
-        return loss, (updates["batch_stats"], logits)
-
-    def train_step(state: State, images: jax.Array, labels: jax.Array, idx: jax.Array):
-        base = jax.random.wrap_key_data(state["rng"], impl="rbg")
-        aug_key, drop_key = jax.random.split(jax.random.fold_in(base, state["step"]))
-        x, y = augment(aug_key, constrain_batch(images[idx], mesh), cutout=config.cutout), labels[idx]
-        drop_rate = config.drop_path * state["step"].astype(jnp.float32) / total_steps
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (batch_stats, logits)), grads = grad_fn(state["params"], state["batch_stats"], x, y, drop_key, drop_rate)
-        updates, opt = tx.update(grads, state["opt"], state["params"])
-        lr = lr_at(state["step"])
-        new = {**state, "step": state["step"] + 1, "params": descend(state["params"], updates, lr),
-               "batch_stats": jax.tree.map(lambda b: b.astype(jnp.float32), batch_stats), "opt": opt}  # fmt: skip
-        if "ema" in state:
-            # Short runs: the decay ramps up as (1 + t) / (10 + t) before it reaches ema_decay.
-            t = state["step"].astype(jnp.float32)
-            decay = jnp.minimum(config.ema_decay, (1.0 + t) / (10.0 + t))
-            live = {"params": new["params"], "batch_stats": new["batch_stats"]}
-            new["ema"] = jax.tree.map(lambda e, v: decay * e + (1.0 - decay) * v, state["ema"], live)
-        metrics = {"loss": loss, "accuracy": accuracy(logits, y), "lr": lr, "grad_norm": optax.tree.norm(grads)}
-        return new, metrics
-
-    return train_step
-
-
-def scan_steps(train_step: Callable) -> Callable:
-    """``iteration(state, images, labels, idx [K, B]) -> (state, metrics [K])``: K steps in one dispatch."""
-
-    def iteration(state, images, labels, idx):
-        return jax.lax.scan(lambda s, i: train_step(s, images, labels, i), state, idx)
-
-    return iteration
-
-
-def make_eval_step(net: nn.Module, config: TrainConfig, mesh: Mesh | None = None) -> Callable:
-    """``eval_step(variables, images, labels, idx [B], mask [B]) -> sums``: summed loss, correct
-    predictions without and with flip test-time augmentation (mean of the two softmaxes), count."""
-    dtype = compute_dtype(config.compute_dtype)
-
-    def eval_step(variables, images, labels, idx, mask):
-        x, y = normalize(constrain_batch(images[idx], mesh)), labels[idx]
-        compute = {"params": cast_floating(variables["params"], dtype), "batch_stats": variables["batch_stats"]}
-        logits = net.apply(compute, x.astype(dtype), train=False)[0].astype(jnp.float32)
-        flipped = net.apply(compute, x[:, :, ::-1].astype(dtype), train=False)[0].astype(jnp.float32)
-        tta = jax.nn.softmax(logits) + jax.nn.softmax(flipped)
-        n = jnp.sum(mask)
-        return {
-            "loss": cross_entropy(logits, y, mask) * n,
-            "correct": accuracy(logits, y, mask) * n,
-            "correct_tta": accuracy(tta, y, mask) * n,
-            "count": n,
-        }
-
-    return eval_step
-
-
-def flops_per_image(net: nn.Module, variables: dict, image_shape: tuple[int, int, int]) -> float | None:
-    """XLA's FLOP count of one image's inference pass (multiplies and adds counted separately): the
-    program with plain XLA convolutions, lowered for the CPU (whose cost analysis needs no compilation,
-    unlike the GPU's), so the count is the same on every machine; None if no analysis is available."""
-    with auto_impl("xla"):
-        traced = jax.jit(lambda v, x: net.apply(v, x, train=False)[0]).trace(
-            variables, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-        )
-    try:
-        cost = traced.lower(lowering_platforms=("cpu",)).cost_analysis()
-    except (RuntimeError, ValueError, NotImplementedError):  # no CPU backend in this process
-        return None
-    cost = cost[0] if isinstance(cost, list | tuple) and cost else cost
-    return float(cost["flops"]) if isinstance(cost, dict) and "flops" in cost else None
-
-
-def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict:
+def train_and_evaluate(
+    config: TrainConfig, workdir: str | pathlib.Path, dry_run: bool = False, resume: bool = False
+) -> dict:
     """Trains the network of ``config.genotype`` on ``config.data`` and evaluates it on the test split;
-    fills ``workdir`` and returns the summary. A ``workdir`` holding an unfinished run with the same settings
-    continues from its last finished epoch (same batches, same result); any other non-empty one is refused."""
+    fills ``workdir`` and returns the summary.
+
+    A ``workdir`` holding an unfinished run with the same settings continues from its newest checkpoint (same
+    batches, same result; ``resume`` requires one); any other non-empty one is refused. ``dry_run`` builds the
+    network and writes ``config.json`` and a ``summary.json`` with its weights and FLOPs, without training.
+    """
     workdir = pathlib.Path(workdir)
     saved = existing_config(workdir)
+    if resume and saved is None:
+        raise ValueError(f"--resume: no run in --workdir {workdir}; start one without --resume")
+    if dry_run and saved is not None:
+        raise ValueError(f"--dry-run: --workdir {workdir} already holds a run; choose a new --workdir")
     genotype = resolve_genotype(config.genotype)
     data = load_data(config.data, config.data_dir, config.train_limit)
     auxiliary = config.auxiliary_weight > 0 and space_of(genotype).auxiliary_head
@@ -240,11 +151,17 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
     network = {"init_channels": net.init_channels, "auxiliary": auxiliary,
                "depth": getattr(net, "layers", getattr(net, "cells_per_stage", None))}  # fmt: skip
     config_json = config_record(config.to_json(), network)
-    check_same_settings(workdir, saved, config_json)
-    create(workdir)
+    check_same_settings(workdir, saved, config_json, RESUMABLE_CHANGES)
+    if resume and not has_checkpoint(workdir):
+        raise ValueError(f"--resume: --workdir {workdir} has no checkpoint yet; rerun without --resume to start over")
+    create(workdir)  # only now that data, network and settings are known to be good
     if is_primary() and saved is None:
         write_json(workdir / "config.json", config_json)
         write_json(workdir / "genotype.json", genotype_to_json(genotype))
+    if dry_run:
+        if is_primary():
+            write_json(workdir / "summary.json", {**summary, "dry_run": True})
+        return summary
 
     images, labels, test_images, test_labels = replicate((data.x_train, data.y_train, data.x_test, data.y_test), mesh)
     train_step = make_train_step(net, config, total_steps, steps_per_epoch, mesh)
@@ -265,57 +182,77 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
         return state["ema"] if "ema" in state else {"params": state["params"], "batch_stats": state["batch_stats"]}
 
     writer = MetricsWriter(workdir / "metrics.jsonl", enabled=is_primary())
-    checkpoints = Checkpoints(workdir, keep=2)
-    done = {"epoch": 0, "metrics_bytes": 0, "wall_time_s": 0.0, "train_seconds": 0.0, "rates": []}
-    if checkpoints.latest_step() is not None:  # continue an interrupted run from its last finished epoch
-        state, done = checkpoints.restore(state)
-        print(f"continuing {workdir} after epoch {done['epoch']}", flush=True)
-    writer.truncate(done["metrics_bytes"])
-    start = time.perf_counter() - done["wall_time_s"]
-    train_seconds, rates = done["train_seconds"], list(done["rates"])
-    for epoch in range(done["epoch"] + 1, config.epochs + 1):
-        order = epoch_batches((config.seed, epoch), np.arange(n_train), batch, steps_per_epoch)
-        order = order.reshape(dispatches, k, batch)
-        progress = Progress(dispatches, f"epoch {epoch}/{config.epochs}")
-        epoch_start, fetched, pending = time.perf_counter(), [], []
-        for d in range(dispatches):
-            state, metrics = iteration(state, images, labels, shard_batch(order[d], mesh, leading=1))
-            pending.append(metrics)
-            step = (epoch - 1) * steps_per_epoch + (d + 1) * k
-            if (d + 1) * k % config.log_every < k or d + 1 == dispatches:
-                for m in jax.device_get(pending):
-                    fetched.extend({name: float(v[i]) for name, v in m.items()} for i in range(k))
-                pending.clear()
-                last = fetched[-1]
-                if not np.isfinite(last["loss"]):
-                    raise FloatingPointError(
-                        f"non-finite training loss at step {step} (epoch {epoch}); lower --lr and start again"
-                    )
-                elapsed = time.perf_counter() - epoch_start
-                rate = (d + 1) * k * batch / elapsed
-                writer.write({"event": "step", "epoch": epoch, "step": step, **last, "images_per_s": rate})
-                progress.update(d + 1, step=step, img_s=round(rate, 1), loss=last["loss"],
-                                **{"acc%": 100 * last["accuracy"]}, lr=last["lr"])  # fmt: skip
-        progress.close()
-        jax.block_until_ready(state)
-        epoch_seconds = time.perf_counter() - epoch_start
-        train_seconds += epoch_seconds
-        rates.append(steps_per_epoch * batch / epoch_seconds)
-        test = evaluate(evaluated_weights())
-        record = {
-            "event": "epoch", "epoch": epoch, "step": epoch * steps_per_epoch,
-            "train_loss": float(np.mean([m["loss"] for m in fetched])),
-            "train_acc": 100 * float(np.mean([m["accuracy"] for m in fetched])),
-            "test_loss": test["loss"], "test_acc": test["acc"], "epoch_seconds": epoch_seconds,
-            "images_per_s": rates[-1], "wall_time_s": time.perf_counter() - start,
-        }  # fmt: skip
-        writer.write(record)
-        print(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.2f}% | "
-              f"test acc {test['acc']:.2f}% | {rates[-1]:.0f} img/s", flush=True)  # fmt: skip
-        done = {"epoch": epoch, "metrics_bytes": writer.tell(), "wall_time_s": time.perf_counter() - start,
-                "train_seconds": train_seconds, "rates": rates}  # fmt: skip
-        checkpoints.save(epoch, state, done)
-    checkpoints.close()
+    checkpoints = Checkpoints(workdir, keep=3)
+    done = TrainProgress()
+    if checkpoints.latest_step() is not None:  # continue an interrupted run from its newest checkpoint
+        state, restored = checkpoints.restore(state)
+        done = TrainProgress(**restored)
+        print(f"continuing {workdir} at epoch {done.epoch}, step {int(state['step'])}", flush=True)
+    writer.truncate(done.metrics_bytes)
+    session_start, stop, stop_at_nan = time.perf_counter(), {}, config.nan_policy == "stop"
+    restore_signals = catch_stop_signals(lambda signum: stop.setdefault("signal", signum))
+
+    def save(epoch: int, dispatch: int, fetched: list[dict], epoch_seconds: float) -> None:
+        nonlocal session_start
+        now = time.perf_counter()
+        done.epoch, done.dispatch, done.fetched, done.epoch_seconds = epoch, dispatch, list(fetched), epoch_seconds
+        done.wall_time_s, session_start = done.wall_time_s + now - session_start, now
+        done.metrics_bytes, done.saves = writer.tell(), done.saves + 1
+        checkpoints.save(done.saves, state, dataclasses.asdict(done))
+        if "signal" in stop:
+            raise Interrupted(stop["signal"], int(state["step"]), workdir)
+
+    try:
+        for epoch in range(done.epoch, config.epochs + 1):
+            order = epoch_batches((config.seed, epoch), np.arange(n_train), batch, steps_per_epoch)
+            order = order.reshape(dispatches, k, batch)
+            first = done.dispatch if epoch == done.epoch else 0
+            fetched = list(done.fetched) if first else []
+            progress = Progress(dispatches, f"epoch {epoch}/{config.epochs}")
+            epoch_start = time.perf_counter() - (done.epoch_seconds if first else 0.0)
+            pending, epoch_first_step = [], (epoch - 1) * steps_per_epoch + 1
+
+            for d in range(first, dispatches):
+                state, metrics = iteration(state, images, labels, shard_batch(order[d], mesh, leading=1))
+                pending.append(metrics)
+                fault_point("step")
+                step = (epoch - 1) * steps_per_epoch + (d + 1) * k
+                if (d + 1) * k % config.log_every < k or d + 1 == dispatches:
+                    fetch(pending, fetched, epoch_first_step, stop_at_nan)
+                    rate = (d + 1 - first) * k * batch / (time.perf_counter() - epoch_start)
+                    writer.write({"event": "step", "epoch": epoch, "step": step, **fetched[-1], "images_per_s": rate})
+                    progress.update(d + 1, step=step, img_s=round(rate, 1), loss=fetched[-1]["loss"],
+                                    **{"acc%": 100 * fetched[-1]["accuracy"]}, lr=fetched[-1]["lr"])  # fmt: skip
+                every = config.checkpoint_every
+                due = every and step // every > (step - k) // every
+                if d + 1 < dispatches and ("signal" in stop or due):
+                    fetch(pending, fetched, epoch_first_step, stop_at_nan)
+                    save(epoch, d + 1, fetched, time.perf_counter() - epoch_start)
+            progress.close()
+            fetch(pending, fetched, epoch_first_step, stop_at_nan)
+            jax.block_until_ready(state)
+            epoch_seconds = time.perf_counter() - epoch_start
+            done.train_seconds += epoch_seconds
+            done.rates.append(steps_per_epoch * batch / epoch_seconds)
+            test = evaluate(evaluated_weights())
+            used = [m for m in fetched if not m.get("skipped")]  # --nan-policy skip
+            record = {
+                "event": "epoch", "epoch": epoch, "step": epoch * steps_per_epoch,
+                "train_loss": float(np.mean([m["loss"] for m in used])) if used else None,
+                "train_acc": 100 * float(np.mean([m["accuracy"] for m in used])) if used else None,
+                "test_loss": test["loss"], "test_acc": test["acc"], "epoch_seconds": epoch_seconds,
+                "images_per_s": done.rates[-1], "wall_time_s": done.wall_time_s + time.perf_counter() - session_start,
+                **({"skipped_steps": len(fetched) - len(used)} if config.nan_policy == "skip" else {}),
+            }  # fmt: skip
+            writer.write(record)
+            fault_point("epoch_end")
+            train = f"{record['train_loss']:.4f} acc {record['train_acc']:.2f}%" if used else "(every step skipped)"
+            print(f"epoch {epoch}: train loss {train} | test acc {test['acc']:.2f}% | {done.rates[-1]:.0f} img/s",
+                  flush=True)  # fmt: skip
+            save(epoch + 1, 0, [], 0.0)
+    finally:
+        checkpoints.close()
+        restore_signals()
     writer.close()
 
     final = evaluate(evaluated_weights())
@@ -325,10 +262,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path) -> dict
         "evaluated_weights": "ema" if "ema" in state else "raw",
         "test_acc_raw_weights": raw["acc"], "test_acc_raw_weights_tta": raw["acc_tta"],
         # The first epoch includes compilation; the steady rate is the median of the others.
-        "train_images_per_s": float(np.median(rates[1:] if len(rates) > 1 else rates)),
-        "train_time_s": train_seconds, "wall_time_s": time.perf_counter() - start,
+        "train_images_per_s": float(np.median(done.rates[1:] if len(done.rates) > 1 else done.rates)),
+        "train_time_s": done.train_seconds, "wall_time_s": done.wall_time_s + time.perf_counter() - session_start,
     })  # fmt: skip
-    if is_primary():
-        write_json(workdir / "summary.json", summary)
+    if is_primary():  # summary.json last: it marks the run finished
+        fault_point("final_plots")
         plots.plot_training(workdir)
+        fault_point("final_summary")
+        write_json(workdir / "summary.json", summary)
     return json.loads(json.dumps(summary))
