@@ -30,7 +30,7 @@ from asose_jax.runtime.cli import (  # noqa: E402
     setup_runtime,
 )
 from asose_jax.runtime.rundir import Interrupted  # noqa: E402
-from asose_jax.search.config import SearchConfig  # noqa: E402
+from asose_jax.search.config import SearchConfig, check_given_settings  # noqa: E402
 from asose_jax.search.methods import METHODS, with_method  # noqa: E402
 from asose_jax.search.run_config import PRESETS, RunConfig, preset  # noqa: E402
 
@@ -76,6 +76,7 @@ def build_config(args: argparse.Namespace, saved: RunConfig | None = None) -> Ru
         search_fields = {**{f: None for f in _MODEL_FIELDS}, **search_fields}
     base_search = with_method(base.search, args.method) if args.method else base.search
     search: SearchConfig = dataclasses.replace(base_search, **search_fields)
+    check_given_settings(search, set(search_fields))
     return dataclasses.replace(base, search=search, **run_fields)
 
 
@@ -86,7 +87,7 @@ def saved_config(workdir: str | None) -> RunConfig | None:
         return None
     try:
         return RunConfig.from_json(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
         raise ValueError(f"cannot read {path} ({err}); choose a new --workdir") from None
 
 
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from asose_jax.search.driver import train_and_evaluate
 
-        summary = train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume)
+        summary = train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume,
+                                     exact_train_limit=args.train_limit is not None)  # fmt: skip
     except (ValueError, FloatingPointError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

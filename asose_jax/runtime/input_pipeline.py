@@ -76,16 +76,24 @@ def load_npz(path: str | pathlib.Path, train_limit: int | None = None, num_class
             arrays = {k: data[k] for k in NPZ_KEYS}
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(f"{path} is not a readable .npz file ({err}); regenerate it") from None
-    if train_limit is not None:
-        if train_limit < 1:
-            raise ValueError(f"train_limit must be a positive integer, got {train_limit}")
-        arrays["x_train"], arrays["y_train"] = arrays["x_train"][:train_limit], arrays["y_train"][:train_limit]
-    return _checked(ImageArrays(**arrays, num_classes=num_classes), str(path))
+    except ValueError as err:  # numpy's answer to bytes that are no archive, or to object arrays
+        first_line = str(err).splitlines()[0][:120]
+        raise ValueError(f"{path} is not a readable .npz file ({first_line}); regenerate it") from None
+    return _checked(_limited(arrays, train_limit), str(path), num_classes)
 
 
-def _checked(arrays: ImageArrays, source: str) -> ImageArrays:
+def _limited(arrays: dict, train_limit: int | None) -> dict:
+    """At most the first ``train_limit`` training images (see ``check_train_limit`` for an exact count)."""
+    if train_limit is None:
+        return arrays
+    if train_limit < 1:
+        raise ValueError(f"train_limit must be a positive integer, got {train_limit}")
+    return {**arrays, "x_train": arrays["x_train"][:train_limit], "y_train": arrays["y_train"][:train_limit]}
+
+
+def _checked(arrays: dict, source: str, num_classes: int = 10) -> ImageArrays:
     """Validated arrays with int32 labels."""
-    checked = validate_arrays(arrays, source)
+    checked = validate_arrays(ImageArrays(**arrays, num_classes=num_classes), source)
     return dataclasses.replace(
         checked, y_train=checked.y_train.astype(np.int32), y_test=checked.y_test.astype(np.int32)
     )
@@ -200,8 +208,6 @@ def load_tfds(
             f"--data tfds needs tensorflow-datasets and tensorflow ({err}); "
             "install requirements.txt, or use --data npz:PATH"
         ) from None
-    if train_limit is not None and train_limit < 1:
-        raise ValueError(f"train_limit must be a positive integer, got {train_limit}")
     where = data_dir or "the default ~/tensorflow_datasets"
     host = DOWNLOAD_HOSTS.get(name)
     needs_download = download and host and not tfds.builder(name, data_dir=data_dir).is_prepared()
@@ -224,9 +230,17 @@ def load_tfds(
             ) from None
         arrays[f"x_{split}"] = np.concatenate([x for x, _ in chunks])
         arrays[f"y_{split}"] = np.concatenate([y for _, y in chunks])
-    if train_limit is not None:
-        arrays["x_train"], arrays["y_train"] = arrays["x_train"][:train_limit], arrays["y_train"][:train_limit]
-    return _checked(ImageArrays(**arrays), f"tfds {name}")
+    return _checked(_limited(arrays, train_limit), f"tfds {name}")
+
+
+def check_train_limit(data: ImageArrays, train_limit: int | None) -> None:
+    """Refuses a ``--train-limit`` the user gave that is larger than the training split (loaders treat a limit as
+    a cap, which presets rely on to fit any data set)."""
+    if train_limit is not None and train_limit > len(data.x_train):
+        raise ValueError(
+            f"--train-limit {train_limit} is larger than the {len(data.x_train)} training images; lower it "
+            "or drop it to use them all"
+        )
 
 
 def load_data(source: str, data_dir: str | None = None, train_limit: int | None = None) -> ImageArrays:

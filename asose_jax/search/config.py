@@ -8,7 +8,7 @@ from asose_jax.nn.operations import OP_SETS
 from asose_jax.nn.schedules import TEMPERATURE_SCHEDULES
 from asose_jax.runtime.cli import setting
 from asose_jax.search.regularizers import ARCH_REGULARIZERS
-from asose_jax.search.sampling import SAMPLERS, check_sampler
+from asose_jax.search.sampling import SAMPLERS, check_sampler, uses_temperature
 from asose_jax.spaces import SPACES
 
 EVAL_WEIGHTS = ("softmax", "argmax")
@@ -98,3 +98,18 @@ class SearchConfig:
         for name in ("momentum", "arch_b1", "arch_b2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)!r}")
+
+
+def check_given_settings(search: SearchConfig, given: set[str]) -> None:
+    """Refuses settings the user gave (field names in ``given``) that ``search`` would silently ignore: a
+    temperature with a sampler that uses none, a regulariser weight without a regulariser."""
+    for name in ("tau_max", "tau_min", "tau_schedule"):
+        if name in given and not uses_temperature(search.sampler):
+            raise ValueError(
+                f"--{name.replace('_', '-')} has no effect with --sampler {search.sampler}, which uses no "
+                "temperature; drop it, or use --sampler gumbel_soft or gumbel_hard"
+            )
+    if "arch_reg_weight" in given and search.arch_regularizer == "none" and search.arch_reg_weight:
+        raise ValueError(
+            "--arch-reg-weight has no effect with --arch-regularizer none; drop it, or choose beta or dirichlet_kl"
+        )

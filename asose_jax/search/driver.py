@@ -26,6 +26,7 @@ from asose_jax.runtime.checkpointing import has_checkpoint
 from asose_jax.runtime.cli import flag_names
 from asose_jax.runtime.faults import fault_point
 from asose_jax.runtime.input_pipeline import (
+    check_train_limit,
     load_data,
     split_for_architecture,
 )
@@ -54,13 +55,18 @@ from asose_jax.spaces.genotypes import genotype_to_json
 
 
 def train_and_evaluate(
-    config: RunConfig, workdir: str | pathlib.Path, dry_run: bool = False, resume: bool = False
+    config: RunConfig,
+    workdir: str | pathlib.Path,
+    dry_run: bool = False,
+    resume: bool = False,
+    exact_train_limit: bool = False,
 ) -> dict:
     """Runs the search described by ``config``, writing into ``workdir``; returns the summary.
 
     A ``workdir`` that holds an unfinished run with the same settings continues from its newest
     checkpoint (``resume`` requires one). ``dry_run`` loads the data, builds the model and writes
-    ``config.json`` and a ``summary.json`` with the parameter counts, without training.
+    ``config.json`` and a ``summary.json`` with the parameter counts, without training. ``exact_train_limit``
+    refuses a ``train_limit`` above the data (the user's own); else it is a cap (a preset's, e.g. ``smoke``).
     """
     workdir = pathlib.Path(workdir)
     saved = existing_config(workdir)
@@ -70,6 +76,8 @@ def train_and_evaluate(
         raise ValueError(f"--dry-run: --workdir {workdir} already holds a run; choose a new --workdir")
     table = load_nb201_table(config.nb201_table) if config.nb201_table else None  # checked before any training
     data = load_data(config.data, config.data_dir, config.train_limit)
+    if exact_train_limit:
+        check_train_limit(data, config.train_limit)
     n_arch = len(split_for_architecture(len(data.x_train), config.arch_split, config.search.seed)[1])
     n_weight = len(data.x_train) - n_arch
     phases = cycle.cycle_phases(config, n_weight, n_arch)

@@ -31,7 +31,7 @@ import numpy as np
 from asose_jax.runtime import plots
 from asose_jax.runtime.checkpointing import Checkpoints, has_checkpoint
 from asose_jax.runtime.faults import fault_point
-from asose_jax.runtime.input_pipeline import epoch_batches, eval_batches, load_data
+from asose_jax.runtime.input_pipeline import check_train_limit, epoch_batches, eval_batches, load_data
 from asose_jax.runtime.metrics_log import MetricsWriter, write_json
 from asose_jax.runtime.parallel import (
     check_batch_size,
@@ -123,6 +123,7 @@ def train_and_evaluate(
         raise ValueError(f"--dry-run: --workdir {workdir} already holds a run; choose a new --workdir")
     genotype = resolve_genotype(config.genotype)
     data = load_data(config.data, config.data_dir, config.train_limit)
+    check_train_limit(data, config.train_limit)  # no recipe sets one: it is the user's
     auxiliary = config.auxiliary_weight > 0 and space_of(genotype).auxiliary_head
     net = build_network(genotype, config.init_channels, config.layers, data.num_classes, auxiliary)
     n_train, batch = len(data.x_train), config.batch_size
