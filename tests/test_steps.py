@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from conftest import make_batch, search_setup
 
+from asose_jax.nn import mixed_op
 from asose_jax.nn.operations import ASO_SE_OPS, NB201_OPS
 from asose_jax.search.regularizers import arch_regularizer
 from asose_jax.search.sampling import sample_edge_weights
+from asose_jax.search.steps import make_search_steps
 
 
 @functools.cache
@@ -270,3 +272,19 @@ def test_gumbel_runs_depend_on_the_seed_and_repeat_with_it(batch):
     first, again, other = run(0), run(0), run(1)
     chex.assert_trees_all_equal(first, again)
     assert not np.array_equal(first, other)
+
+
+def test_the_masked_single_path_equals_the_switch(monkeypatch):
+    """Several CPU devices run a single path as a masked sum over every op instead of ``lax.switch`` (whose
+    collectives can deadlock there): the same loss, weights, BatchNorm statistics and logit gradients."""
+    ops = ("skip_connect", "sep_conv_3x3", "max_pool_3x3")
+    _, _, state, switch = search_setup("chain", sampler="gumbel_hard", op_names=ops)
+    batch = make_batch(0, 8)
+    expected = jax.jit(switch.weight_step)(state, batch), jax.jit(switch.arch_grad)(state, batch)
+    calls = []
+    monkeypatch.setattr(mixed_op, "branches_may_deadlock", lambda: calls.append(1) or True)
+    config, model, _, _ = search_setup("chain", sampler="gumbel_hard", op_names=ops)
+    masked = make_search_steps(model, config)
+    actual = jax.jit(masked.weight_step)(state, batch), jax.jit(masked.arch_grad)(state, batch)
+    assert calls  # the masked path was traced
+    chex.assert_trees_all_close(actual, expected, atol=1e-6)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.traverse_util import flatten_dict
 
 from asose_jax.nn.operations import check_op_names, make_op
 
@@ -25,6 +26,10 @@ class MixedOp(nn.Module):
       exactly zero in value, but each passes ``sum(dL/dy)`` back to its weight, so
       every logit of the edge gets a gradient whichever op is sampled, ``none``
       (whose output, and so its own weight's gradient, is zero) included.
+
+    Where ``branches_may_deadlock()`` (several CPU devices), the single path is computed without
+    ``lax.switch``: every op runs, the chosen one's output is kept by a one-hot mask, and the other ops'
+    BatchNorm statistics are put back, so values, gradients and state equal the switch's.
     """
 
     channels: int
@@ -46,6 +51,8 @@ class MixedOp(nn.Module):
                 return self.ops[0](x, train)
             return sum(outs[1:], outs[0])
 
+        if branches_may_deadlock():
+            return self._masked_single_path(x, weights, train)
         branches = [lambda mdl, x, k=k: mdl.ops[k](x, train) for k in range(len(self.ops))]
         if self.is_initializing():  # create every op's variables, so that all branches match
             for branch in branches:
@@ -53,3 +60,31 @@ class MixedOp(nn.Module):
         index = jnp.argmax(weights)
         unchosen = jnp.sum(weights) - weights[index]  # 0 in value, gradient 1 for every k != index
         return nn.switch(index, branches, self, x) * weights[index] + unchosen
+
+    def _masked_single_path(self, x: jax.Array, weights: jax.Array, train: bool) -> jax.Array:
+        """``lax.switch``'s single path as a masked sum over every op (see the class docstring)."""
+        index = jnp.argmax(weights)
+        chosen = jax.nn.one_hot(index, len(self.ops), dtype=weights.dtype)
+        before = flatten_dict(self.variables.get("batch_stats", {}))  # a snapshot: the view changes as ops run
+        outs = [op(x, train) for op in self.ops]
+        kept = sum(c * w * out for c, w, out in zip(chosen, weights, outs, strict=True))
+        if train and before and self.is_mutable_collection("batch_stats"):
+            after = flatten_dict(self.variables["batch_stats"])
+            for path, old in before.items():
+                scope = self.scope
+                for name in path[:-1]:
+                    scope = scope.push(name, reuse=True)
+                keep_new = chosen[self.op_names.index(path[0])] > 0
+                scope.put_variable("batch_stats", path[-1], jnp.where(keep_new, after[path], old))
+        return kept + jnp.sum((1.0 - chosen) * weights)
+
+
+def branches_may_deadlock() -> bool:
+    """Whether ``lax.switch`` branches that hold cross-device collectives are unsafe here.
+
+    XLA's CPU runtime (jaxlib 0.10) runs the collectives inside a conditional branch concurrently with those
+    outside it (the BatchNorm statistics of a batch sharded over devices, and the gradients' all-reduces);
+    with more devices than cores, the devices then wait at different all-reduces until the rendezvous aborts
+    the process after 40 s (seen with 8 CPU devices on 2 cores). GPU and TPU keep the switch.
+    """
+    return jax.default_backend() == "cpu" and jax.device_count() > 1
