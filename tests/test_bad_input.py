@@ -13,6 +13,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -226,3 +227,14 @@ def test_a_batch_not_divisible_by_the_devices_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     check(done.returncode, done.stderr, "--batch-size 12 does not divide by the 8 devices")
     assert snapshot(tmp_path) == before
+
+
+def test_tfds_offline_is_one_line_within_seconds(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    from asose_jax.runtime import input_pipeline
+
+    monkeypatch.setattr(input_pipeline, "unreachable", lambda host: "gaierror: Name or service not known")
+    args = with_flags(search_command(tmp_path), ["--data", "tfds", "--data-dir", str(tmp_path / "tfds")])
+    start = time.perf_counter()
+    check(*run_main(cifar10_search.main, args, capsys), "cannot be reached (gaierror")
+    assert time.perf_counter() - start < 30 and not (tmp_path / "run").exists()

@@ -192,6 +192,18 @@ def unreachable(host: str, port: int = 443, timeout_s: float = 10.0) -> str | No
     return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
 
 
+def _is_prepared(tfds, name: str, data_dir: str | None) -> bool:
+    """Whether ``name`` is prepared in ``data_dir``, without tensorflow-datasets' warnings about empty folders."""
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        return tfds.builder(name, data_dir=data_dir).is_prepared()
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
 def load_tfds(
     data_dir: str | None = None, train_limit: int | None = None, name: str = "cifar10", download: bool = True
 ) -> ImageArrays:
@@ -210,7 +222,7 @@ def load_tfds(
         ) from None
     where = data_dir or "the default ~/tensorflow_datasets"
     host = DOWNLOAD_HOSTS.get(name)
-    needs_download = download and host and not tfds.builder(name, data_dir=data_dir).is_prepared()
+    needs_download = download and host and not _is_prepared(tfds, name, data_dir)
     if needs_download and (problem := unreachable(host)):
         raise ValueError(
             f"--data tfds: {name} is not prepared in {where} and its download host {host} cannot be reached "
