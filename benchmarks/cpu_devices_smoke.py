@@ -27,26 +27,14 @@ VARIANTS = {
 
 def run(data: str, devices: int, extra: list[str], workdir: pathlib.Path) -> dict:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    command = [
-        sys.executable,
-        str(ROOT / "experiments" / "cifar10_search.py"),
-        "--preset",
-        "smoke",
-        "--train-limit",
-        "2000",
-        "--data",
-        data,
-        "--workdir",
-        str(workdir),
-        "--compilation-cache",
-        "",
-        *extra,
-    ]
+    flags = ["--preset", "smoke", "--train-limit", "2000", "--data", data, *extra]
+    command = [sys.executable, str(ROOT / "experiments" / "cifar10_search.py"), *flags, "--workdir", str(workdir),
+               "--compilation-cache", ""]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)  # fmt: skip
     summary = json.loads((workdir / "summary.json").read_text()) if done.returncode == 0 else {}
     return {
-        "flags": " ".join(command[3:-4] + extra),
+        "flags": " ".join(flags),
         "exit_status": done.returncode,
         "wall_s": round(time.perf_counter() - start, 1),
         "stuck_rendezvous_warnings": done.stderr.count("may be stuck"),
