@@ -24,7 +24,9 @@ from benchmarks.timing import environment, time_compiled  # noqa: E402
 
 
 def benchmark(space: str, sampler: str, args) -> list[dict]:
-    config = SearchConfig(space=space, sampler=sampler, init_channels=args.init_channels, depth=args.depth)
+    config = SearchConfig(
+        space=space, sampler=sampler, init_channels=args.init_channels, depth=args.depth, scan_cells=args.scan_cells
+    )
     model = build_model(config)
     state = init_search_state(model, config, (args.image_size, args.image_size, 3))
     steps = make_search_steps(model, config)
@@ -46,6 +48,7 @@ def benchmark(space: str, sampler: str, args) -> list[dict]:
                 "space": space,
                 "sampler": sampler,
                 "step": name,
+                "scan_cells": args.scan_cells,
                 "batch_size": args.batch_size,
                 "compile_s": round(compile_s, 2),
                 "step_s": round(step_s, 4),
@@ -68,6 +71,8 @@ def main():
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--init-channels", type=int, default=None, help="default: the space's own")
     parser.add_argument("--depth", type=int, default=None, help="blocks / cells / cells per stage")
+    parser.add_argument("--scan-cells", action=argparse.BooleanOptionalAction, default=True,
+                        help="a stage's cells through one compiled body (nb201)")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed steps; the median is reported")
     parser.add_argument("--out", default="benchmarks/results/step_throughput.json")

@@ -26,13 +26,13 @@ from asose_jax.runtime import parallel  # noqa: E402
 from asose_jax.spaces.genotypes import PUBLISHED  # noqa: E402
 from asose_jax.spaces.networks import build_network  # noqa: E402
 from asose_jax.train.config import recipe  # noqa: E402
-from asose_jax.train.driver import compute_dtype, init_train_state, make_train_step, scan_steps  # noqa: E402
+from asose_jax.train.steps import compute_dtype, init_train_state, make_train_step, scan_steps  # noqa: E402
 from benchmarks.timing import environment, time_compiled  # noqa: E402
 
 
 def benchmark(genotype: str, dtype: str, k: int, args) -> dict:
     config = dataclasses.replace(recipe("fast"), compute_dtype=dtype, steps_per_dispatch=k, batch_size=args.batch_size)
-    net = build_network(PUBLISHED[genotype], args.init_channels, args.layers)
+    net = build_network(PUBLISHED[genotype], args.init_channels, args.layers, scan_cells=args.scan_cells)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(args.batch_size, mesh)
     shape = (args.image_size, args.image_size, 3)
@@ -50,7 +50,8 @@ def benchmark(genotype: str, dtype: str, k: int, args) -> dict:
     ]
     compile_s, dispatch_s, _, metrics = time_compiled(iteration, state, inputs, args.warmup, args.steps)
     row = {
-        "genotype": genotype, "compute_dtype": jnp.dtype(compute_dtype(dtype)).name, "steps_per_dispatch": k,
+        "genotype": genotype, "scan_cells": args.scan_cells, "compute_dtype": jnp.dtype(compute_dtype(dtype)).name,
+        "steps_per_dispatch": k,
         "batch_size": args.batch_size, "compile_s": round(compile_s, 2), "step_ms": round(1e3 * dispatch_s / k, 2),
         "images_per_s": round(args.batch_size * k / dispatch_s, 1),
         "loss_finite": bool(np.all(np.isfinite(np.asarray(metrics["loss"])))),
@@ -69,6 +70,8 @@ def main():
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--init-channels", type=int, default=None, help="default: the evaluation network's")
     parser.add_argument("--layers", type=int, default=None, help="cells (darts) / cells per stage (nb201)")
+    parser.add_argument("--scan-cells", action=argparse.BooleanOptionalAction, default=True,
+                        help="repeated cells through one compiled body")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed dispatches; the median is reported")
     parser.add_argument("--out", default="benchmarks/results/train_throughput.json")

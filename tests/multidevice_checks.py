@@ -20,7 +20,7 @@ from asose_jax.search.steps import build_model, init_search_state, make_search_s
 from asose_jax.spaces.genotypes import ChainGenotype
 from asose_jax.spaces.networks import build_network
 from asose_jax.train.config import recipe
-from asose_jax.train.driver import init_train_state, make_train_step, scan_steps
+from asose_jax.train.steps import init_train_state, make_train_step, scan_steps
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))

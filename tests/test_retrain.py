@@ -19,7 +19,7 @@ from asose_jax.spaces.genotypes import ChainGenotype, genotype_to_json
 from asose_jax.spaces.networks import build_network
 from asose_jax.train import driver as retrain
 from asose_jax.train.config import recipe
-from asose_jax.train.driver import init_train_state, make_train_step, scan_steps
+from asose_jax.train.steps import init_train_state, make_train_step, scan_steps
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))

@@ -18,6 +18,7 @@ import numpy as np
 # Flax's lecun_normal is variance_scaling(1, "fan_in", "truncated_normal"): a normal truncated
 # to [-2, 2] rescaled by this constant (the std of the truncated unit normal) to keep the variance.
 _TRUNCATED_STD = 0.87962566103423978
+SCANNED = "_scan"  # modules so named hold variables stacked along a leading layer axis (``nn.scan``)
 _CONSTANT_LEAVES = {("params", "scale"): 1.0, ("params", "bias"): 0.0, ("params", "gate"): 0.0,
                     ("batch_stats", "mean"): 0.0, ("batch_stats", "var"): 1.0}  # fmt: skip
 
@@ -38,9 +39,10 @@ def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, int
     draws = jax.random.truncated_normal(key, -2.0, 2.0, (sum(kernel_sizes),), jnp.float32)
     draws = np.asarray(draws) / _TRUNCATED_STD  # slice on the host: no per-leaf kernels to compile
     values, start = [], 0
-    for (_, leaf), kind in zip(leaves, kinds, strict=True):
+    for (path, leaf), kind in zip(leaves, kinds, strict=True):
         if kind == ("params", "kernel"):
-            fan_in = int(np.prod(leaf.shape[:-1]))
+            stacked = any(str(getattr(k, "key", "")).endswith(SCANNED) for k in path)
+            fan_in = int(np.prod(leaf.shape[1 if stacked else 0 : -1]))  # a stacked kernel's layers are apart
             values.append(draws[start : start + leaf.size].reshape(leaf.shape) / np.sqrt(fan_in))
             start += leaf.size
         else:

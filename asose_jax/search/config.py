@@ -34,6 +34,7 @@ class SearchConfig:
     init_channels: int | None = setting(None, "channels of the first stage")
     depth: int | None = setting(None, "blocks (chain), cells (darts) or cells per stage (nb201)", aliases=("--layers",))
     num_classes: int = 10  # computed: set by the driver from the data
+    scan_cells: bool = setting(True, "a stage's cells through one compiled body (nb201); --no-scan-cells unrolls them")
     op_names: tuple[str, ...] | None = setting(
         None, f"candidate ops: an op set ({', '.join(OP_SETS)}) or comma-separated names", flag="--ops",
         metavar="OPS", parse=parse_op_names,

@@ -63,7 +63,9 @@ class SearchSteps(NamedTuple):
 
 
 def build_model(config: SearchConfig) -> nn.Module:
-    return build_search_model(config.space, config.init_channels, config.depth, config.num_classes, config.op_names)
+    return build_search_model(
+        config.space, config.init_channels, config.depth, config.num_classes, config.op_names, config.scan_cells
+    )
 
 
 def init_search_state(model: nn.Module, config: SearchConfig, image_shape: tuple[int, int, int] = (32, 32, 3)) -> State:

@@ -44,10 +44,12 @@ def build_search_model(
     depth: int | None = None,
     num_classes: int = 10,
     op_names: Sequence[str] | None = None,
+    scan_cells: bool = True,
 ) -> nn.Module:
     """The search network of ``space``; ``None`` arguments take the space's defaults.
 
-    ``depth`` is the block count (chain), cell count (darts) or cells per stage (nb201).
+    ``depth`` is the block count (chain), cell count (darts) or cells per stage (nb201); ``scan_cells`` False
+    unrolls the cells a space would scan (nb201).
     """
     found = get_space(space)
     default_channels, default_depth = found.search_defaults
@@ -57,7 +59,8 @@ def build_search_model(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     ops = check_op_names(OP_SETS[found.op_set] if op_names is None else op_names)
-    return found.supernet(channels, depth, num_classes, ops)
+    model = found.supernet(channels, depth, num_classes, ops)
+    return model.clone(scan_cells=scan_cells) if "supernet" in found.scans_cells else model
 
 
 def init_arch_logits(model: nn.Module, key: jax.Array, scale: float = 1e-3) -> dict[str, jax.Array]:

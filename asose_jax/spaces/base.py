@@ -78,7 +78,9 @@ class SearchSpace:
     ``name``: the ``--space`` value; ``op_set``: the default op set (``OP_SETS`` key); ``search_defaults``:
     ``(initial channels, depth)`` of the supernet; ``eval_defaults``: those of the discrete network (depth
     None: the genotype's own); ``depth_field``: what depth counts; ``growth_kinds``: its mutations;
-    ``auxiliary_head``: whether the discrete network has DARTS's auxiliary classifier.
+    ``auxiliary_head``: whether the discrete network has DARTS's auxiliary classifier; ``scans_cells``: which of
+    its networks (``"supernet"``, ``"network"``) have a ``scan_cells`` attribute (repeated cells through one
+    compiled body, see ``nb201``).
     """
 
     name: str
@@ -88,6 +90,7 @@ class SearchSpace:
     depth_field: str
     min_eval_depth: int = 1
     auxiliary_head: bool = False
+    scans_cells: tuple[str, ...] = ()
     growth_kinds: tuple[str, ...] = ()
     genotype_type: type
 

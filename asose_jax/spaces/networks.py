@@ -28,10 +28,11 @@ def build_network(
     depth: int | None = None,
     num_classes: int = 10,
     auxiliary: bool = False,
+    scan_cells: bool = True,
 ) -> nn.Module:
     """The discrete network of ``genotype``; ``None`` sizes take the space's evaluation defaults
     (``eval_defaults``). ``depth``: cells (darts) or cells per stage (nb201); a chain's depth is its
-    genotype's. ``auxiliary`` exists only for darts."""
+    genotype's. ``auxiliary`` exists only for darts. ``scan_cells`` False unrolls the cells a space would scan."""
     space = space_of(check_genotype(genotype))
     default_channels, default_depth = space.eval_defaults
     channels = default_channels if init_channels is None else init_channels
@@ -42,4 +43,5 @@ def build_network(
     depth = default_depth if depth is None else depth
     if depth is not None and (not isinstance(depth, int) or depth < space.min_eval_depth):
         raise ValueError(f"depth must be an integer >= {space.min_eval_depth} for {space.name}, got {depth!r}")
-    return space.network(genotype, channels, depth, num_classes, auxiliary)
+    network = space.network(genotype, channels, depth, num_classes, auxiliary)
+    return network.clone(scan_cells=scan_cells) if "network" in space.scans_cells else network

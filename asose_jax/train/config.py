@@ -39,6 +39,7 @@ class TrainConfig:
     train_limit: int | None = setting(None, "keep only the first N training images")
     init_channels: int | None = setting(None, "channels of the first stage (default: darts 36, nb201 16, chain 32)")
     layers: int | None = setting(None, "cells (darts, default 20) or cells per stage (nb201, default 5)")
+    scan_cells: bool = setting(True, "a stage's cells through one compiled body (nb201); --no-scan-cells unrolls them")
     epochs: int = setting(600, "training epochs")
     batch_size: int = setting(96, "images per step")
     lr: float = setting(0.025, "peak SGD learning rate")

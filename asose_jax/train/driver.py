@@ -125,7 +125,7 @@ def train_and_evaluate(
     data = load_data(config.data, config.data_dir, config.train_limit)
     check_train_limit(data, config.train_limit)  # no recipe sets one: it is the user's
     auxiliary = config.auxiliary_weight > 0 and space_of(genotype).auxiliary_head
-    net = build_network(genotype, config.init_channels, config.layers, data.num_classes, auxiliary)
+    net = build_network(genotype, config.init_channels, config.layers, data.num_classes, auxiliary, config.scan_cells)
     n_train, batch = len(data.x_train), config.batch_size
     if batch > n_train:
         raise ValueError(f"--batch-size {batch} is larger than the {n_train} training images; lower it")

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from asose_jax.nn.initializers import SCANNED
 from asose_jax.nn.operations import Identity, Pool, batch_norm, conv, make_op
 from asose_jax.spaces.darts.genotype import DartsGenotype
 from asose_jax.spaces.darts.supernet import preprocess_inputs
@@ -55,6 +56,20 @@ class DartsCell(nn.Module):
         return jnp.concatenate([states[i] for i in self.concat], axis=-1)
 
 
+class DartsCellStep(DartsCell):
+    """A normal cell as a scan body over the carry ``(s0, s1) -> (s1, cell(s0, s1))``."""
+
+    def __call__(self, carry, train: bool, drop_rate):
+        s0, s1 = carry
+        return (s1, super().__call__(s0, s1, train, drop_rate)), None
+
+
+def _repeats(i: int, reductions: set[int]) -> bool:
+    """Whether cell ``i`` and the two before it are normal cells (of one stage): then cell ``i`` reads two ``4C``
+    inputs and writes one, like every other such cell of its stage."""
+    return i >= 2 and not {i, i - 1, i - 2} & reductions
+
+
 class AuxiliaryHead(nn.Module):
     """DARTS's auxiliary classifier for 8x8 features: ReLU, 5x5 avg pool (stride 3), 1x1 conv 128,
     BN, ReLU, 2x2 conv 768, BN, ReLU, linear."""
@@ -83,27 +98,37 @@ class DartsNet(nn.Module):
     layers: int = 20
     num_classes: int = 10
     auxiliary: bool = False
+    scan_cells: bool = True
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool, drop_rate: jax.Array | float | None = None):
         c = self.init_channels
         s0 = s1 = batch_norm(train, affine=True, name="stem_bn")(conv(3 * c, (3, 3), name="stem_conv")(images))
         reductions = {self.layers // 3, 2 * self.layers // 3}
-        reduction_prev, aux_logits = False, None
-        for i in range(self.layers):
+        aux_logits, i = None, 0
+        while i < self.layers:
             reduction = i in reductions
             c = c * 2 if reduction else c
-            cell, concat = (
-                (self.genotype.reduce, self.genotype.reduce_concat)
-                if reduction
-                else (self.genotype.normal, self.genotype.normal_concat)
-            )
-            s0, s1 = (
-                s1,
-                DartsCell(cell, concat, c, reduction, reduction_prev, name=f"cell_{i}")(s0, s1, train, drop_rate),
-            )
-            reduction_prev = reduction
-            if i == 2 * self.layers // 3 and self.auxiliary and (train or self.is_initializing()):
+            # Cells whose inputs are both normal cells of their stage have one shape: a run of them is scanned.
+            run = 1
+            while (
+                self.scan_cells and i + run < self.layers and _repeats(i, reductions) and _repeats(i + run, reductions)
+            ):
+                run += 1
+            if run > 1:
+                step = nn.scan(DartsCellStep, variable_axes={"params": 0, "batch_stats": 0},
+                               split_rngs={"params": True, "drop_path": True}, in_axes=(nn.broadcast, nn.broadcast),
+                               length=run)  # fmt: skip
+                cell = step(self.genotype.normal, self.genotype.normal_concat, c, False, False,
+                            name=f"cell_{i}_to_{i + run - 1}{SCANNED}")  # fmt: skip
+                (s0, s1), _ = cell((s0, s1), train, drop_rate)
+            else:
+                ops, concat = ((self.genotype.reduce, self.genotype.reduce_concat) if reduction
+                               else (self.genotype.normal, self.genotype.normal_concat))  # fmt: skip
+                cell = DartsCell(ops, concat, c, reduction, i - 1 in reductions, name=f"cell_{i}")
+                s0, s1 = s1, cell(s0, s1, train, drop_rate)
+            i += run
+            if i - 1 == 2 * self.layers // 3 and self.auxiliary and (train or self.is_initializing()):
                 aux_logits = AuxiliaryHead(self.num_classes, name="auxiliary_head")(s1, train)
         logits = nn.Dense(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
         return logits, aux_logits if train else None

@@ -38,10 +38,10 @@ class NB201Net(nn.Module):
     init_channels: int = 16
     cells_per_stage: int = 5
     num_classes: int = 10
+    scan_cells: bool = True
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool, drop_rate: jax.Array | float | None = None):
-        def cell(x, channels, name):
-            return NB201Cell(self.genotype, channels, name=name)(x, train)
-
-        return macro_network(images, self.init_channels, self.cells_per_stage, self.num_classes, cell, train), None
+        cell = (NB201Cell, {"genotype": self.genotype}, (train,))
+        return macro_network(images, self.init_channels, self.cells_per_stage, self.num_classes, cell, train,
+                             scan_cells=self.scan_cells), None  # fmt: skip

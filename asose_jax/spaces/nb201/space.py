@@ -20,6 +20,7 @@ class NB201Space(SearchSpace):
     name, op_set, depth_field = "nb201", "nb201", "cells_per_stage"
     search_defaults, eval_defaults = (16, 5), (16, 5)
     growth_kinds = ("depth",)
+    scans_cells = ("supernet", "network")
     genotype_type = NB201Genotype
 
     def supernet(self, channels, depth, num_classes, op_names) -> nn.Module:

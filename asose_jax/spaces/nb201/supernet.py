@@ -2,17 +2,23 @@
 
 Depth growth appends gated cells ``x + g * cell(x)`` (``g`` initialised to zero) to a stage:
 ``grown_cells[s]`` of them after the stage's ``cells_per_stage`` cells, sharing the cell's logits.
+
+A stage's ``cells_per_stage`` cells have one shape, so by default (``scan_cells``) they run through one compiled
+body (``nn.scan`` over their stacked variables, module ``stage_{s}_scan``): XLA compiles a cell once per stage
+instead of once per cell. ``scan_cells=False`` unrolls them (modules ``stage_{s}_cell_{i}``), e.g. for debugging.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from asose_jax.nn.initializers import SCANNED
 from asose_jax.nn.mixed_op import MixedOp
 from asose_jax.nn.operations import NB201_OPS, Gate, ReLUConvBN, batch_norm, conv
 
@@ -69,17 +75,45 @@ class NB201Network(nn.Module):
     num_classes: int = 10
     op_names: Sequence[str] = NB201_OPS
     grown_cells: tuple[int, ...] = (0, 0, 0)
+    scan_cells: bool = True
 
     def arch_shapes(self) -> dict[str, tuple[int, int]]:
         return {"cell": (len(edge_inputs()), len(self.op_names))}
 
     @nn.compact
     def __call__(self, images: jax.Array, arch_weights: dict, train: bool, single_path: bool = False):
-        def cell(x, channels, name):
-            return SearchCell(channels, self.op_names, name=name)(x, arch_weights["cell"], train, single_path)
-
+        cell = (SearchCell, {"op_names": self.op_names}, (arch_weights["cell"], train, single_path))
         return macro_network(images, self.init_channels, self.cells_per_stage, self.num_classes, cell, train,
-                             self.grown_cells)  # fmt: skip
+                             self.grown_cells, self.scan_cells)  # fmt: skip
+
+
+@functools.cache
+def _scan_step(cell: type[nn.Module]) -> type[nn.Module]:
+    """``cell`` as a scan body: ``(x, *args) -> (cell(x, *args), None)``."""
+
+    class Step(cell):
+        def __call__(self, x, *args):
+            return super().__call__(x, *args), None
+
+    Step.__name__ = f"{cell.__name__}Step"
+    return Step
+
+
+def repeat_cell(
+    x: jax.Array, cell: type[nn.Module], attributes: dict, args: tuple, count: int, name: str, scan: bool
+) -> jax.Array:
+    """``count`` cells ``cell(**attributes)(x, *args)`` in sequence, called inside a compact module.
+
+    Unrolled: modules ``{name}_cell_{i}``. Scanned: one module ``{name}_scan`` whose variables are stacked along a
+    leading axis of ``count`` (``nn.scan``; one compiled body); ``args`` are the same for every cell.
+    """
+    if not scan or count == 0:
+        for i in range(count):
+            x = cell(**attributes, name=f"{name}_cell_{i}")(x, *args)
+        return x
+    scanned = nn.scan(_scan_step(cell), variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
+                      in_axes=(nn.broadcast,) * len(args), length=count)  # fmt: skip
+    return scanned(**attributes, name=name + SCANNED)(x, *args)[0]
 
 
 def macro_network(
@@ -87,23 +121,27 @@ def macro_network(
     init_channels: int,
     cells_per_stage: int,
     num_classes: int,
-    cell: Callable[[jax.Array, int, str], jax.Array],
+    cell: tuple[type[nn.Module], dict, tuple],
     train: bool,
     grown_cells: Sequence[int] = (0, 0, 0),
+    scan_cells: bool = True,
 ) -> jax.Array:
     """NAS-Bench-201's skeleton, called inside a compact module: stem conv3x3 + BN, 3 stages of
-    ``cells_per_stage`` cells (``cell(x, channels, name)``), then ``grown_cells[s]`` gated ones, at C, 2C,
-    4C joined by ``ResidualBlock``s, BN, ReLU, global pool, linear. Shared by the search network and the
-    discrete one."""
+    ``cells_per_stage`` cells, then ``grown_cells[s]`` gated ones, at C, 2C, 4C joined by ``ResidualBlock``s, BN,
+    ReLU, global pool, linear. ``cell`` is ``(module class, attributes but channels, call arguments after x)``;
+    a stage's cells are scanned or unrolled by ``repeat_cell``. Shared by the search network and the discrete
+    one."""
+    cell_type, attributes, args = cell
     c = init_channels
     x = batch_norm(train, affine=True, name="stem_bn")(conv(c, (3, 3), name="stem_conv")(images))
     for stage in range(3):
         if stage:
             c *= 2
             x = ResidualBlock(c, name=f"reduce_{stage}")(x, train)
-        for i in range(cells_per_stage):
-            x = cell(x, c, f"stage_{stage}_cell_{i}")
+        x = repeat_cell(x, cell_type, {**attributes, "channels": c}, args, cells_per_stage, f"stage_{stage}",
+                        scan_cells)  # fmt: skip
         for i in range(grown_cells[stage]):
-            x = x + Gate(name=f"stage_{stage}_grown_{i}_gate")(cell(x, c, f"stage_{stage}_grown_{i}"))
+            grown = cell_type(**attributes, channels=c, name=f"stage_{stage}_grown_{i}")(x, *args)
+            x = x + Gate(name=f"stage_{stage}_grown_{i}_gate")(grown)
     x = nn.relu(batch_norm(train, affine=True, name="final_bn")(x))
     return nn.Dense(num_classes, name="classifier")(jnp.mean(x, axis=(1, 2)))

@@ -1,0 +1,98 @@
+"""Scanned cells: repeated cells through one compiled body (``nn.scan`` over stacked variables) compute what the
+unrolled cells compute: outputs, BatchNorm updates and gradients, for the NAS-Bench-201 supernet and discrete
+network and DARTS's discrete network, with the same weight count."""
+
+from __future__ import annotations
+
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+from conftest import IMAGE, make_batch
+
+from asose_jax.nn.initializers import init_variables
+from asose_jax.spaces import build_search_model, count_params, uniform_arch_weights
+from asose_jax.spaces.darts.genotype import darts_genotype
+from asose_jax.spaces.genotypes import PUBLISHED
+from asose_jax.spaces.networks import build_network
+
+CELLS = 2  # per stage
+
+
+def members(scanned: str) -> list[str]:
+    """The unrolled module names behind a scanned one: ``stage_1_scan`` -> ``stage_1_cell_0``, ...;
+    ``cell_2_to_5_scan`` -> ``cell_2``, ..., ``cell_5``."""
+    if match := re.fullmatch(r"cell_(\d+)_to_(\d+)_scan", scanned):
+        return [f"cell_{i}" for i in range(int(match[1]), int(match[2]) + 1)]
+    return [f"{scanned[: -len('_scan')]}_cell_{i}" for i in range(CELLS)]
+
+
+def stacked(tree: dict, scanned_names: list[str]) -> dict:
+    """Unrolled variables as scanned ones: each scanned module's members stacked on a new axis 0."""
+    gone = {name for scanned in scanned_names for name in members(scanned)}
+    out = {k: v for k, v in tree.items() if k not in gone}
+    for scanned in scanned_names:
+        out[scanned] = jax.tree.map(lambda *xs: jnp.stack(xs), *[tree[name] for name in members(scanned)])
+    return out
+
+
+def supernet_case():
+    unrolled = build_search_model("nb201", 2, CELLS, scan_cells=False)
+    weights = jax.tree.map(lambda w: jax.nn.softmax(w + jnp.arange(w.shape[-1]), -1), uniform_arch_weights(unrolled))
+    return unrolled, build_search_model("nb201", 2, CELLS), (weights,)
+
+
+def network_case():
+    unrolled = build_network(PUBLISHED["NB201_BEST"], 2, CELLS, scan_cells=False)
+    return unrolled, build_network(PUBLISHED["NB201_BEST"], 2, CELLS), ()
+
+
+def darts_case():
+    """12 cells (reductions 4 and 8): cells 2 and 3 are scanned (at 20 cells, runs 2-5, 9-12 and 16-19). A cheap
+    cell keeps the compilation short; which cells are scanned does not depend on it."""
+    cheap = [("skip_connect", 0), ("dil_conv_3x3", 1)] * 4
+    genotype = darts_genotype(cheap, [("max_pool_3x3", 0), ("skip_connect", 1)] * 4)
+    unrolled = build_network(genotype, 2, 12, scan_cells=False)
+    return unrolled, build_network(genotype, 2, 12), ()
+
+
+@pytest.mark.parametrize("case", [supernet_case, network_case, darts_case], ids=["nb201-supernet", "nb201", "darts"])
+def test_scanned_cells_equal_unrolled_ones(case):
+    unrolled, scanned, args = case()
+    assert unrolled.scan_cells is False and scanned.scan_cells is True
+    variables = init_variables(unrolled, jax.random.key(0), (IMAGE, IMAGE, 3), *args, train=False)
+    expected = init_variables(scanned, jax.random.key(0), (IMAGE, IMAGE, 3), *args, train=False)
+    names = [k for k in expected["params"] if k.endswith("_scan")]
+    assert names, "nothing was scanned"
+
+    def stacked_like(tree: dict) -> dict:
+        return stacked(tree, names)
+
+    scanned_variables = {name: stacked_like(tree) for name, tree in variables.items()}
+    chex.assert_trees_all_equal_shapes(scanned_variables, expected)
+    assert count_params(scanned_variables["params"]) == count_params(variables["params"])
+    batch = make_batch(1, 4)
+
+    def loss(model, params, batch_stats, *extra):
+        out, updates = model.apply({"params": params, "batch_stats": batch_stats}, batch["image"], *extra,
+                                   train=True, mutable=["batch_stats"])  # fmt: skip
+        logits = out[0] if isinstance(out, tuple) else out
+        return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), batch["label"]]), (updates["batch_stats"], logits)
+
+    grad = jax.grad(loss, argnums=(1, 3) if args else 1, has_aux=True)
+    (g_unrolled, (stats_unrolled, out_unrolled)) = grad(unrolled, variables["params"], variables["batch_stats"], *args)
+    (g_scanned, (stats_scanned, out_scanned)) = grad(
+        scanned, scanned_variables["params"], scanned_variables["batch_stats"], *args
+    )
+    chex.assert_trees_all_close(out_scanned, out_unrolled, atol=1e-3, rtol=1e-3)
+    chex.assert_trees_all_close(stats_scanned, stacked_like(stats_unrolled), atol=1e-3, rtol=1e-3)
+    if args:  # gradients w.r.t. the weights and the architecture weights
+        chex.assert_trees_all_close(g_scanned[0], stacked_like(g_unrolled[0]), atol=1e-3, rtol=1e-3)
+        chex.assert_trees_all_close(g_scanned[1], g_unrolled[1], atol=1e-3, rtol=1e-3)
+    else:
+        chex.assert_trees_all_close(g_scanned, stacked_like(g_unrolled), atol=1e-3, rtol=1e-3)
+    pairs = ((unrolled, variables), (scanned, scanned_variables))
+    evaluated = [model.apply(v, batch["image"], *args, train=False) for model, v in pairs]
+    chex.assert_trees_all_close(evaluated[1], evaluated[0], atol=1e-3, rtol=1e-3)
