@@ -85,7 +85,8 @@ def test_every_space_implements_the_interface(name):
     images = make_batch(0, 2)["image"]
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     chex.assert_shape(model.apply(variables, images, one_hot, train=False, single_path=True), (2, 10))
-    network = build_network(genotype, init_channels=TINY[name]["init_channels"], num_classes=10)
+    depth = None if name == "chain" else TINY[name]["depth"]  # the genotype's own / a tiny network
+    network = build_network(genotype, TINY[name]["init_channels"], depth, num_classes=10)
     net_vars = network.init(jax.random.key(0), images, train=False)
     chex.assert_shape(network.apply(net_vars, images, train=False)[0], (2, 10))
     names = space.edge_names(model)

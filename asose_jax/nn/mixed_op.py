@@ -41,6 +41,7 @@ class MixedOp(nn.Module):
         self.ops = [make_op(n, self.channels, self.stride, affine=False, op_name=n) for n in names]
 
     def __call__(self, x: jax.Array, weights: jax.Array, train: bool, single_path: bool = False) -> jax.Array:
+        weights = jnp.asarray(weights)  # NumPy weights (a genotype's) cannot be indexed by a traced argmax
         if weights.shape != (len(self.op_names),):
             raise ValueError(f"mixed op expects weights of shape ({len(self.op_names)},), got {weights.shape}")
         if not single_path:
