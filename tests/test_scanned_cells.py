@@ -41,7 +41,7 @@ def stacked(tree: dict, scanned_names: list[str]) -> dict:
 def supernet_case():
     unrolled = build_search_model("nb201", 2, CELLS, scan_cells=False)
     weights = jax.tree.map(lambda w: jax.nn.softmax(w + jnp.arange(w.shape[-1]), -1), uniform_arch_weights(unrolled))
-    return unrolled, build_search_model("nb201", 2, CELLS), (weights,)
+    return unrolled, build_search_model("nb201", 2, CELLS, scan_cells=True), (weights,)
 
 
 def network_case():

@@ -44,12 +44,12 @@ def build_search_model(
     depth: int | None = None,
     num_classes: int = 10,
     op_names: Sequence[str] | None = None,
-    scan_cells: bool = True,
+    scan_cells: bool = False,
 ) -> nn.Module:
     """The search network of ``space``; ``None`` arguments take the space's defaults.
 
-    ``depth`` is the block count (chain), cell count (darts) or cells per stage (nb201); ``scan_cells`` False
-    unrolls the cells a space would scan (nb201).
+    ``depth`` is the block count (chain), cell count (darts) or cells per stage (nb201); ``scan_cells`` runs the
+    cells a space can scan (nb201) through one compiled body.
     """
     found = get_space(space)
     default_channels, default_depth = found.search_defaults

@@ -3,9 +3,10 @@
 Depth growth appends gated cells ``x + g * cell(x)`` (``g`` initialised to zero) to a stage:
 ``grown_cells[s]`` of them after the stage's ``cells_per_stage`` cells, sharing the cell's logits.
 
-A stage's ``cells_per_stage`` cells have one shape, so by default (``scan_cells``) they run through one compiled
-body (``nn.scan`` over their stacked variables, module ``stage_{s}_scan``): XLA compiles a cell once per stage
-instead of once per cell. ``scan_cells=False`` unrolls them (modules ``stage_{s}_cell_{i}``), e.g. for debugging.
+A stage's ``cells_per_stage`` cells have one shape, so with ``scan_cells`` they run through one compiled body
+(``nn.scan`` over their stacked variables, module ``stage_{s}_scan``): XLA compiles a cell once per stage instead of
+once per cell. Unrolled (modules ``stage_{s}_cell_{i}``) is the supernet's default: on CPU its architecture step
+ran 4x slower scanned (the discrete network ``NB201Net`` scans by default, at the same speed).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class NB201Network(nn.Module):
     num_classes: int = 10
     op_names: Sequence[str] = NB201_OPS
     grown_cells: tuple[int, ...] = (0, 0, 0)
-    scan_cells: bool = True
+    scan_cells: bool = False
 
     def arch_shapes(self) -> dict[str, tuple[int, int]]:
         return {"cell": (len(edge_inputs()), len(self.op_names))}
