@@ -140,6 +140,10 @@ SEARCH_CASES = {
 TRAIN_CASES = {
     "malformed genotype file": (file_flag("--genotype", "{not json"), "cannot read genotype file"),
     "genotype of an unknown space": (file_flag("--genotype", '{"space": "resnet", "ops": []}'), "resnet"),
+    "genotype with another space's fields": (
+        file_flag("--genotype", '{"space": "darts", "ops": ["skip_connect", "sep_conv_3x3"]}'),
+        "genotype JSON for space 'darts' lacks the key 'normal'",
+    ),
     "genotype with an unknown op": (
         file_flag("--genotype", '{"space": "chain", "ops": ["conv_9x9", "skip_connect"]}'),
         "unknown op",
