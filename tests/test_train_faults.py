@@ -22,6 +22,7 @@ import pytest
 from conftest import write_tiny_npz
 from run_files import comparable
 
+from asose_jax.runtime.checkpointing import has_checkpoint
 from asose_jax.runtime.faults import ENV
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -85,12 +86,13 @@ def test_sigterm_saves_after_the_step_and_prints_the_resume_command(npz_path, un
     assert comparable(workdir) == comparable(uninterrupted)
 
 
-def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(npz_path, tmp_path):
+def test_a_non_finite_loss_stops_at_its_step_before_any_checkpoint_holds_it(npz_path, tmp_path):
     failed = run(npz_path, tmp_path / "run", "--lr", "1e30", "--grad-clip", "0")
     assert failed.returncode == 2
     message = failed.stderr.strip().splitlines()[-1]
     assert re.match(r"error: non-finite (loss|grad_norm) at step \d+; the last checkpoint is kept", message), message
     assert "--nan-policy skip" in message
+    assert not has_checkpoint(tmp_path / "run")  # the step was caught before the first save (after step 4)
 
 
 def test_nan_policy_skip_drops_the_bad_updates_and_counts_them(npz_path, tmp_path):

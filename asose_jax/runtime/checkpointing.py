@@ -23,7 +23,7 @@ import pathlib
 import jax
 import orbax.checkpoint as ocp
 
-from asose_jax.runtime.faults import armed, fault_point
+from asose_jax.runtime.faults import armed_at, fault_point
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -53,7 +53,7 @@ class Checkpoints:
     """The checkpoints of one run directory (``workdir/checkpoints/<save index>``), newest ``keep`` kept."""
 
     def __init__(self, workdir: str | pathlib.Path, keep: int):
-        if (armed() or ("",))[0] == "checkpoint_commit":
+        if armed_at("checkpoint_commit"):
             _fault_point_before_commit()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / CHECKPOINT_DIR, options=options)

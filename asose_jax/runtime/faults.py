@@ -33,11 +33,16 @@ def armed() -> tuple[str, int] | None:
     return point, int(n or 1)
 
 
+def armed_at(name: str) -> bool:
+    """Whether ``ASOSE_FAULT`` names the point ``name`` (for points that must prepare, e.g. write half a line)."""
+    spec = armed()
+    return spec is not None and spec[0] == name
+
+
 def fault_point(name: str) -> None:
     """Ends the process here if ``ASOSE_FAULT`` names this point and this is its N-th pass."""
-    spec = armed()
-    if spec is None or spec[0] != name:
+    if not armed_at(name):
         return
     _passes[name] = _passes.get(name, 0) + 1
-    if _passes[name] == spec[1]:
+    if _passes[name] == armed()[1]:
         os._exit(137)

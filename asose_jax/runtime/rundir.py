@@ -10,6 +10,7 @@ one-line error.
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import shlex
 import signal
@@ -21,6 +22,7 @@ import jax
 
 COMPUTED = "computed"  # the key of config.json that holds the driver's derived values
 NAN_POLICIES = ("stop", "skip")  # at a non-finite loss or gradient: end the run, or drop that update
+NAN_POLICY_HELP = "stop: end the run at a non-finite loss or gradient; skip: drop that update"
 
 
 def existing_config(workdir: pathlib.Path) -> dict | None:
@@ -89,6 +91,19 @@ def check_same_settings(
             f"--workdir {workdir} holds an unfinished run made with {flag} {old!r} ({setting}), but "
             f"this run asks for {new!r}; rerun with the run's settings to continue it, or choose a new --workdir"
         )
+
+
+def check_finite(fetched: Sequence[Mapping[str, float]], first_step: int, keys: Sequence[str], where: str,
+                 fix: str) -> None:  # fmt: skip
+    """``--nan-policy stop``: raises FloatingPointError at the first of the per-step metrics ``fetched`` (the first
+    being global step ``first_step``) whose value under one of ``keys`` is not finite, naming it, ``where`` it
+    happened and the ``fix``; the newest checkpoint is older, so it is kept."""
+    for i, metrics in enumerate(fetched):
+        if bad := [k for k in keys if k in metrics and not math.isfinite(metrics[k])]:
+            raise FloatingPointError(
+                f"non-finite {bad[0]} at step {first_step + i}{where}; the last checkpoint is kept: {fix}, "
+                "or pass --nan-policy skip"
+            )
 
 
 def config_record(settings: dict, computed: dict) -> dict:

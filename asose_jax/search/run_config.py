@@ -13,7 +13,7 @@ import dataclasses
 
 from asose_jax.runtime.cli import setting
 from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP
-from asose_jax.runtime.rundir import NAN_POLICIES
+from asose_jax.runtime.rundir import NAN_POLICIES, NAN_POLICY_HELP
 from asose_jax.search.config import COMPUTED, SearchConfig
 from asose_jax.search.growth import GROWTH_KINDS, GROWTH_MODES, STRATEGIES
 
@@ -59,9 +59,7 @@ class RunConfig:
     log_every: int = setting(20, "steps between progress lines and metrics.jsonl step records")
     checkpoint_every: int = setting(200, "steps between checkpoints, besides phase boundaries (0: only those)")
     keep_checkpoints: int = setting(3, "how many of the newest checkpoints to keep")
-    nan_policy: str = setting(
-        "stop", "stop: end the run at a non-finite loss or gradient; skip: drop that update", choices=NAN_POLICIES
-    )
+    nan_policy: str = setting("stop", NAN_POLICY_HELP, choices=NAN_POLICIES)
     growth: str = setting(
         "auto", "auto: grow the network when validation plateaus; off: never grow", choices=GROWTH_MODES
     )

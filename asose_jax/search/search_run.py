@@ -3,7 +3,6 @@ checkpoints. ``asose_jax.search.driver.train_and_evaluate`` creates it and runs 
 
 from __future__ import annotations
 
-import math
 import pathlib
 import time
 
@@ -29,7 +28,7 @@ from asose_jax.runtime.parallel import (
     shard_batch,
 )
 from asose_jax.runtime.progress import Progress
-from asose_jax.runtime.rundir import Interrupted
+from asose_jax.runtime.rundir import Interrupted, check_finite
 from asose_jax.search import cycle
 from asose_jax.search.growth import (
     GrowthCaps,
@@ -244,15 +243,9 @@ class SearchRun:
     def check_finite(self, fetched: list[dict], first_step: int, where: str) -> None:
         """With ``--nan-policy stop``, raises FloatingPointError at the first non-finite loss or gradient,
         before any checkpoint holds its state."""
-        if self.config.nan_policy != "stop":
-            return
-        for i, metrics in enumerate(fetched):
-            bad = [k for k in _CHECKED if k in metrics and not math.isfinite(metrics[k])]
-            if bad:
-                raise FloatingPointError(
-                    f"non-finite {bad[0]} at step {first_step + i} ({where}); the last checkpoint is kept: lower "
-                    "--weight-lr / --arch-lr and rerun with --resume, or pass --nan-policy skip"
-                )
+        if self.config.nan_policy == "stop":
+            fix = "lower --weight-lr / --arch-lr and rerun with --resume"
+            check_finite(fetched, first_step, _CHECKED, f" ({where})", fix)
 
     def run_epoch(self, cycle_index: int, phase_index: int, phase: cycle.Phase, epoch: int) -> dict:
         """One epoch of ``phase`` from the saved position; logs steps, checkpoints every

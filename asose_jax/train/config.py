@@ -15,7 +15,7 @@ import dataclasses
 
 from asose_jax.runtime.cli import setting
 from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP
-from asose_jax.runtime.rundir import NAN_POLICIES
+from asose_jax.runtime.rundir import NAN_POLICIES, NAN_POLICY_HELP
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
@@ -58,9 +58,7 @@ class TrainConfig:
     steps_per_dispatch: int = setting(1, "training steps per jitted call (lax.scan)")
     log_every: int = setting(50, "steps between progress lines and metrics.jsonl step records")
     checkpoint_every: int = setting(200, "steps between checkpoints, besides every epoch's end (0: only those)")
-    nan_policy: str = setting(
-        "stop", "stop: end the run at a non-finite loss or gradient; skip: drop that update", choices=NAN_POLICIES
-    )
+    nan_policy: str = setting("stop", NAN_POLICY_HELP, choices=NAN_POLICIES)
     seed: int = setting(0, "random seed (weights, data order, augmentation, drop-path)")
 
     def __post_init__(self):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 import time
 
@@ -45,6 +44,7 @@ from asose_jax.runtime.progress import Progress
 from asose_jax.runtime.rundir import (
     Interrupted,
     catch_stop_signals,
+    check_finite,
     check_same_settings,
     config_record,
     create,
@@ -89,20 +89,9 @@ def fetch(pending: list[dict], fetched: list[dict], first_step: int, stop_at_nan
     with ``stop_at_nan``, checks every step (``first_step`` is the global number of ``fetched``'s first)."""
     new = [{name: float(v[i]) for name, v in m.items()} for m in jax.device_get(pending) for i in range(len(m["loss"]))]
     if stop_at_nan:
-        check_finite(new, first_step + len(fetched))
+        check_finite(new, first_step + len(fetched), _CHECKED, "", "lower --lr and rerun the command to continue")
     fetched.extend(new)
     pending.clear()
-
-
-def check_finite(fetched: list[dict], first_step: int) -> None:
-    """Raises FloatingPointError naming the first step whose loss or gradient norm is not finite."""
-    for i, metrics in enumerate(fetched):
-        bad = [k for k in _CHECKED if not math.isfinite(metrics[k])]
-        if bad:
-            raise FloatingPointError(
-                f"non-finite {bad[0]} at step {first_step + i}; the last checkpoint is kept: lower --lr and rerun "
-                "the command to continue from it, or pass --nan-policy skip"
-            )
 
 
 def train_and_evaluate(
