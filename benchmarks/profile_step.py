@@ -3,8 +3,8 @@
 Runs one search step under ``jax.profiler.trace``, reads the thunk events of the Perfetto trace (each names
 the HLO instruction it ran) and maps every instruction to
 
-* its **kind**: convolution, matmul (dot), an elementwise/reduction fusion, copy/transpose (layout), loop
-  (a ``while``, e.g. the depthwise taps), or other;
+* its **kind**: convolution, matmul (dot), an elementwise/reduction fusion, copy/transpose (layout), or other
+  (a loop's body instructions are events of their own and counted there; ``loop_ms`` is the loops' total);
 * the **op** whose code produced it, read from the instruction's metadata (the Flax module path: ``sep_conv_3x3``,
   ``conv_7x1_1x7``, ``final_conv``, ...); "mixture" is the weighted sum of a mixed op's candidates.
 
@@ -76,14 +76,13 @@ def instruction_table(hlo_text: str) -> dict[str, tuple[str, str]]:
 
 
 def kind_of(opcode: str) -> str:
+    """The table row of an (already fusion-resolved) opcode."""
     if opcode == "convolution":
         return "convolution"
     if opcode == "dot":
         return "matmul"
     if opcode in ("copy", "transpose", "bitcast", "reshape", "copy-start", "copy-done"):
         return "copy/transpose"
-    if opcode == "while":
-        return "loop (depthwise taps)"
     if opcode in ("fusion", "reduce", "add", "multiply", "select", "broadcast", "ynn_fusion"):
         return "elementwise/reduce"
     return "other"
@@ -101,7 +100,7 @@ def op_of(op_name: str) -> str:
 
 
 def thunk_times(trace_dir: pathlib.Path, module: str) -> dict[str, float]:
-    """Microseconds per HLO instruction of ``module``, summed over the trace (nested thunks included once)."""
+    """Microseconds per HLO instruction of ``module``, summed over the trace's thunk events."""
     (path,) = trace_dir.glob("**/perfetto_trace.json.gz")
     with gzip.open(path) as f:
         events = json.load(f)
