@@ -40,7 +40,8 @@ _MODULE_PARTS = ("final_conv", "final_bn", "preprocess_conv", "preprocess_bn", "
 
 
 def instruction_table(hlo_text: str) -> dict[str, tuple[str, str]]:
-    """``{instruction name: (opcode, metadata op_name)}``; a fusion's op_name is its root's when it has none."""
+    """``{instruction name: (opcode, metadata op_name)}``. A fusion counts as a convolution, matmul or copy by what
+    it holds; without an op_name of its own it takes that of its last instruction that has one."""
     table, computations, current = {}, {}, None
     for line in hlo_text.splitlines():
         if line and not line.startswith(" ") and "{" in line:
@@ -83,7 +84,7 @@ def kind_of(opcode: str) -> str:
         return "matmul"
     if opcode in ("copy", "transpose", "bitcast", "reshape", "copy-start", "copy-done"):
         return "copy/transpose"
-    if opcode in ("fusion", "reduce", "add", "multiply", "select", "broadcast", "ynn_fusion"):
+    if opcode in ("fusion", "reduce", "add", "multiply", "select", "broadcast"):
         return "elementwise/reduce"
     return "other"
 
