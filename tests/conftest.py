@@ -6,14 +6,17 @@ import functools
 import os
 import pathlib
 
-import jax
-import numpy as np
-import pytest
+# Tiny programs: XLA's optimisations cost more compile time than they save run time. Set in the environment, so
+# that the CLI processes the tests start (resume, fault, multi-device and multi-host checks) compile likewise.
+os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
 
-# Tiny programs: XLA's optimisations cost more compile time than they save run time.
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
 jax.config.update("jax_disable_most_optimizations", True)
 jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/asose_jax_xla_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 from asose_jax.search.config import SearchConfig  # noqa: E402
 from asose_jax.search.steps import build_model, init_search_state, make_search_steps  # noqa: E402

@@ -55,6 +55,7 @@ def test_plateau_window_must_be_able_to_fill():
         ({"plateau_threshold": -1.0}, "--plateau-threshold must be >= 0"),
         ({"data": "csv:x"}, "unknown --data 'csv:x'; use tfds or npz:PATH"),
         ({"train_limit": 1}, "--train-limit must be an integer >= 2"),
+        ({"test_limit": 0}, "--test-limit must be a positive integer"),
     ],
 )
 def test_bad_run_config_values_name_the_flag(fields, message):
@@ -63,12 +64,12 @@ def test_bad_run_config_values_name_the_flag(fields, message):
 
 
 def test_presets_are_valid_and_named():
-    assert set(PRESETS) == {"reference", "darts", "nb201", "colab", "smoke", "nb201-cpu"}
+    assert set(PRESETS) == {"reference", "darts", "darts-cpu", "nb201", "colab", "smoke", "nb201-cpu"}
     reference = preset("reference")
     assert (reference.search.space, reference.search.init_channels, reference.search.depth) == ("chain", 32, 4)
     assert (reference.cycles, reference.warmup_epochs, reference.arch_epochs, reference.retrain_epochs) == (15, 5, 2, 3)
     assert preset("darts").search.space == "darts" and preset("nb201").search.space == "nb201"
-    names = "reference, darts, nb201, colab, nb201-cpu, smoke"
+    names = "reference, darts, darts-cpu, nb201, colab, nb201-cpu, smoke"
     with pytest.raises(ValueError, match=f"unknown preset 'fast'; use one of {names}"):
         preset("fast")
     assert dataclasses.replace(reference, search=SearchConfig(space="nb201")).search.space == "nb201"

@@ -13,6 +13,7 @@ from asose_jax.runtime.input_pipeline import (
     augment,
     epoch_batches,
     eval_batches,
+    first_test_images,
     load_data,
     load_npz,
     load_tfds,
@@ -31,13 +32,17 @@ def _arrays(n_train=20, n_test=6, size=8, seed=0):
     }
 
 
-def test_load_npz_and_train_limit(tmp_path):
+def test_load_npz_train_limit_and_test_limit(tmp_path):
     arrays = _arrays()
     np.savez(tmp_path / "d.npz", **arrays)
     data = load_npz(tmp_path / "d.npz", train_limit=12)
     assert data.x_train.shape == (12, 8, 8, 3) and data.y_train.dtype == np.int32
     np.testing.assert_array_equal(data.x_train, arrays["x_train"][:12])
     np.testing.assert_array_equal(data.y_test, arrays["y_test"])
+    capped = first_test_images(data, 5)
+    assert len(capped.x_test) == len(capped.y_test) == 5 and capped.x_train is data.x_train
+    np.testing.assert_array_equal(capped.x_test, arrays["x_test"][:5])
+    assert first_test_images(data, None) is data and len(first_test_images(data, 10**6).x_test) == len(data.x_test)
 
 
 @pytest.mark.parametrize(

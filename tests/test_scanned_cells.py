@@ -1,6 +1,6 @@
 """Scanned cells: repeated cells through one compiled body (``nn.scan`` over stacked variables) compute what the
 unrolled cells compute: outputs, BatchNorm updates and gradients, for the NAS-Bench-201 supernet and discrete
-network and DARTS's discrete network, with the same weight count."""
+network and DARTS's discrete network, with the same weight count; likewise the DARTS supernet's scanned edges."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import pytest
 from conftest import IMAGE, make_batch
 
+from asose_jax.nn import mixed_op
 from asose_jax.nn.initializers import init_variables
 from asose_jax.spaces import build_search_model, count_params, uniform_arch_weights
 from asose_jax.spaces.darts.genotype import darts_genotype
+from asose_jax.spaces.darts.supernet import edge_groups, edge_inputs
 from asose_jax.spaces.genotypes import PUBLISHED
 from asose_jax.spaces.networks import build_network
 
@@ -29,24 +31,52 @@ def members(scanned: str) -> list[str]:
     return [f"{scanned[: -len('_scan')]}_cell_{i}" for i in range(CELLS)]
 
 
-def stacked(tree: dict, scanned_names: list[str]) -> dict:
-    """Unrolled variables as scanned ones: each scanned module's members stacked on a new axis 0."""
-    gone = {name for scanned in scanned_names for name in members(scanned)}
+def stacked(tree: dict, members: dict[str, list[str]]) -> dict:
+    """Unrolled variables as scanned ones: each scanned module's ``members`` stacked on a new axis 0."""
+    gone = {name for names in members.values() for name in names}
     out = {k: v for k, v in tree.items() if k not in gone}
-    for scanned in scanned_names:
-        out[scanned] = jax.tree.map(lambda *xs: jnp.stack(xs), *[tree[name] for name in members(scanned)])
+    for scanned, names in members.items():
+        out[scanned] = jax.tree.map(lambda *xs: jnp.stack(xs), *[tree[name] for name in names])
     return out
+
+
+def stacked_cells(tree: dict, scanned_names: list[str]) -> dict:
+    """Unrolled cells as scanned ones (top-level modules such as ``stage_1_scan``)."""
+    return stacked(tree, {scanned: members(scanned) for scanned in scanned_names})
+
+
+def stacked_edges(tree: dict, scanned_names: list[str]) -> dict:
+    """A DARTS supernet's unrolled edges ``cell_k/edge_{i}_{j}`` as ``cell_k/input_edges_scan`` and
+    ``cell_k/node_edges_scan``."""
+    names = [f"edge_{i}_{j}" for i, j in edge_inputs()]
+    from_inputs, from_nodes = edge_groups()
+    groups = {"input_edges_scan": [names[e] for e in from_inputs], "node_edges_scan": [names[e] for e in from_nodes]}
+    return {k: stacked(v, groups) if k.startswith("cell_") else v for k, v in tree.items()}
+
+
+def soft_weights(model) -> tuple[dict]:
+    """Architecture weights that differ between ops (a softmax over shifted logits)."""
+    return (jax.tree.map(lambda w: jax.nn.softmax(w + jnp.arange(w.shape[-1]), -1), uniform_arch_weights(model)),)
 
 
 def supernet_case():
     unrolled = build_search_model("nb201", 2, CELLS, scan_cells=False)
-    weights = jax.tree.map(lambda w: jax.nn.softmax(w + jnp.arange(w.shape[-1]), -1), uniform_arch_weights(unrolled))
-    return unrolled, build_search_model("nb201", 2, CELLS, scan_cells=True), (weights,)
+    return unrolled, build_search_model("nb201", 2, CELLS, scan_cells=True), soft_weights(unrolled), stacked_cells
+
+
+DARTS_OPS_USED = ("none", "skip_connect", "sep_conv_3x3", "max_pool_3x3")  # one of each kind keeps compiling short
+
+
+def darts_supernet_case(cells: int = 3):
+    """3 cells (reductions at 1 and 2): a normal cell, a reduction cell, and one after a reduction."""
+    unrolled = build_search_model("darts", 2, cells, op_names=DARTS_OPS_USED, scan_cells=False)
+    scanned = build_search_model("darts", 2, cells, op_names=DARTS_OPS_USED, scan_cells=True)
+    return unrolled, scanned, soft_weights(unrolled), stacked_edges
 
 
 def network_case():
     unrolled = build_network(PUBLISHED["NB201_BEST"], 2, CELLS, scan_cells=False)
-    return unrolled, build_network(PUBLISHED["NB201_BEST"], 2, CELLS), ()
+    return unrolled, build_network(PUBLISHED["NB201_BEST"], 2, CELLS), (), stacked_cells
 
 
 def darts_case():
@@ -55,20 +85,24 @@ def darts_case():
     cheap = [("skip_connect", 0), ("dil_conv_3x3", 1)] * 4
     genotype = darts_genotype(cheap, [("max_pool_3x3", 0), ("skip_connect", 1)] * 4)
     unrolled = build_network(genotype, 2, 12, scan_cells=False)
-    return unrolled, build_network(genotype, 2, 12), ()
+    return unrolled, build_network(genotype, 2, 12), (), stacked_cells
 
 
-@pytest.mark.parametrize("case", [supernet_case, network_case, darts_case], ids=["nb201-supernet", "nb201", "darts"])
+CASES = {"nb201-supernet": supernet_case, "darts-supernet": darts_supernet_case, "nb201": network_case,
+         "darts": darts_case}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_scanned_cells_equal_unrolled_ones(case):
-    unrolled, scanned, args = case()
+    unrolled, scanned, args, to_scanned = case()
     assert unrolled.scan_cells is False and scanned.scan_cells is True
     variables = init_variables(unrolled, jax.random.key(0), (IMAGE, IMAGE, 3), *args, train=False)
     expected = init_variables(scanned, jax.random.key(0), (IMAGE, IMAGE, 3), *args, train=False)
     names = [k for k in expected["params"] if k.endswith("_scan")]
-    assert names, "nothing was scanned"
+    assert jax.tree.structure(expected) != jax.tree.structure(variables), "nothing was scanned"
 
     def stacked_like(tree: dict) -> dict:
-        return stacked(tree, names)
+        return to_scanned(tree, names)
 
     scanned_variables = {name: stacked_like(tree) for name, tree in variables.items()}
     chex.assert_trees_all_equal_shapes(scanned_variables, expected)
@@ -81,7 +115,7 @@ def test_scanned_cells_equal_unrolled_ones(case):
         logits = out[0] if isinstance(out, tuple) else out
         return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), batch["label"]]), (updates["batch_stats"], logits)
 
-    grad = jax.grad(loss, argnums=(1, 3) if args else 1, has_aux=True)
+    grad = jax.jit(jax.grad(loss, argnums=(1, 3) if args else 1, has_aux=True), static_argnums=0)
     (g_unrolled, (stats_unrolled, out_unrolled)) = grad(unrolled, variables["params"], variables["batch_stats"], *args)
     (g_scanned, (stats_scanned, out_scanned)) = grad(
         scanned, scanned_variables["params"], scanned_variables["batch_stats"], *args
@@ -94,5 +128,32 @@ def test_scanned_cells_equal_unrolled_ones(case):
     else:
         chex.assert_trees_all_close(g_scanned, stacked_like(g_unrolled), atol=1e-3, rtol=1e-3)
     pairs = ((unrolled, variables), (scanned, scanned_variables))
-    evaluated = [model.apply(v, batch["image"], *args, train=False) for model, v in pairs]
+    evaluated = [
+        jax.jit(model.apply, static_argnames="train")(v, batch["image"], *args, train=False) for model, v in pairs
+    ]
     chex.assert_trees_all_close(evaluated[1], evaluated[0], atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["switch", "masked"])
+def test_scanned_edges_equal_unrolled_ones_on_a_single_path(monkeypatch, masked):
+    """GDAS's single path through scanned DARTS edges, by ``lax.switch`` and by the masked sum that several CPU
+    devices use: the same outputs, BatchNorm updates and gradients as unrolled edges (one reduction cell: both
+    kinds of scanned edges)."""
+    monkeypatch.setattr(mixed_op, "branches_may_deadlock", lambda: masked)
+    unrolled, scanned, (soft,), _ = darts_supernet_case(cells=1)
+    one_hot = jax.tree.map(lambda w: jax.nn.one_hot(jnp.argmax(w, -1), w.shape[-1]), soft)
+    variables = init_variables(unrolled, jax.random.key(0), (IMAGE, IMAGE, 3), one_hot, train=False)
+    batch = make_batch(2, 4)
+
+    def loss(model, params, batch_stats, weights):
+        logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, batch["image"], weights,
+                                      train=True, single_path=True, mutable=["batch_stats"])  # fmt: skip
+        return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), batch["label"]]), (updates["batch_stats"], logits)
+
+    grad = jax.jit(jax.grad(loss, argnums=(1, 3), has_aux=True), static_argnums=0)
+    g_unrolled, (stats_unrolled, out_unrolled) = grad(unrolled, variables["params"], variables["batch_stats"], one_hot)
+    params, batch_stats = (stacked_edges(variables[k], []) for k in ("params", "batch_stats"))
+    g_scanned, (stats_scanned, out_scanned) = grad(scanned, params, batch_stats, one_hot)
+    chex.assert_trees_all_close(out_scanned, out_unrolled, atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(stats_scanned, stacked_edges(stats_unrolled, []), atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(g_scanned, (stacked_edges(g_unrolled[0], []), g_unrolled[1]), atol=1e-5, rtol=1e-5)

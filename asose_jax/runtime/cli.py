@@ -159,4 +159,4 @@ def setup_runtime(args: argparse.Namespace) -> None:
     parallel.initialize(args.distributed)
     if args.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -245,6 +245,13 @@ def load_tfds(
     return _checked(_limited(arrays, train_limit), f"tfds {name}")
 
 
+def first_test_images(data: ImageArrays, test_limit: int | None) -> ImageArrays:
+    """``data`` with at most its first ``test_limit`` test images (a cap, as a preset's ``train_limit`` is)."""
+    if test_limit is None:
+        return data
+    return dataclasses.replace(data, x_test=data.x_test[:test_limit], y_test=data.y_test[:test_limit])
+
+
 def check_train_limit(data: ImageArrays, train_limit: int | None) -> None:
     """Refuses a ``--train-limit`` the user gave that is larger than the training split (loaders treat a limit as
     a cap, which presets rely on to fit any data set)."""

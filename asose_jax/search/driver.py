@@ -27,6 +27,7 @@ from asose_jax.runtime.cli import flag_names
 from asose_jax.runtime.faults import fault_point
 from asose_jax.runtime.input_pipeline import (
     check_train_limit,
+    first_test_images,
     load_data,
     split_for_architecture,
 )
@@ -75,7 +76,7 @@ def train_and_evaluate(
     if dry_run and saved is not None:
         raise ValueError(f"--dry-run: --workdir {workdir} already holds a run; choose a new --workdir")
     table = load_nb201_table(config.nb201_table) if config.nb201_table else None  # checked before any training
-    data = load_data(config.data, config.data_dir, config.train_limit)
+    data = first_test_images(load_data(config.data, config.data_dir, config.train_limit), config.test_limit)
     if exact_train_limit:
         check_train_limit(data, config.train_limit)
     n_arch = len(split_for_architecture(len(data.x_train), config.arch_split, config.search.seed)[1])

@@ -44,12 +44,12 @@ def build_search_model(
     depth: int | None = None,
     num_classes: int = 10,
     op_names: Sequence[str] | None = None,
-    scan_cells: bool = False,
+    scan_cells: bool | None = None,
 ) -> nn.Module:
     """The search network of ``space``; ``None`` arguments take the space's defaults.
 
-    ``depth`` is the block count (chain), cell count (darts) or cells per stage (nb201); ``scan_cells`` runs the
-    cells a space can scan (nb201) through one compiled body.
+    ``depth`` is the block count (chain), cell count (darts) or cells per stage (nb201); ``scan_cells`` runs a
+    stage's cells (nb201, default off) or each cell's edges (darts, default on) through one compiled body.
     """
     found = get_space(space)
     default_channels, default_depth = found.search_defaults
@@ -60,7 +60,7 @@ def build_search_model(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     ops = check_op_names(OP_SETS[found.op_set] if op_names is None else op_names)
     model = found.supernet(channels, depth, num_classes, ops)
-    return model.clone(scan_cells=scan_cells) if "supernet" in found.scans_cells else model
+    return model.clone(scan_cells=scan_cells) if scan_cells is not None and "supernet" in found.scans_cells else model
 
 
 def init_arch_logits(model: nn.Module, key: jax.Array, scale: float = 1e-3) -> dict[str, jax.Array]:

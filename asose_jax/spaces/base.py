@@ -79,8 +79,8 @@ class SearchSpace:
     ``(initial channels, depth)`` of the supernet; ``eval_defaults``: those of the discrete network (depth
     None: the genotype's own); ``depth_field``: what depth counts; ``growth_kinds``: its mutations;
     ``auxiliary_head``: whether the discrete network has DARTS's auxiliary classifier; ``scans_cells``: which of
-    its networks (``"supernet"``, ``"network"``) have a ``scan_cells`` attribute (repeated cells through one
-    compiled body, see ``nb201``).
+    its networks (``"supernet"``, ``"network"``) have a ``scan_cells`` attribute (repeated cells, or in the DARTS
+    supernet a cell's edges, through one compiled body; see ``nb201`` and ``darts``).
     """
 
     name: str

@@ -19,7 +19,7 @@ class DartsSpace(SearchSpace):
     name, op_set, depth_field = "darts", "darts", "layers"
     search_defaults, eval_defaults, min_eval_depth = (16, 8), (36, 20), 3
     auxiliary_head = True
-    scans_cells = ("network",)  # the supernet's default 8 cells all differ in shape
+    scans_cells = ("supernet", "network")  # the supernet scans edges: its default 8 cells all differ in shape
     genotype_type = DartsGenotype
 
     def supernet(self, channels, depth, num_classes, op_names) -> nn.Module:
