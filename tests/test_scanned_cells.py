@@ -45,9 +45,9 @@ def stacked_cells(tree: dict, scanned_names: list[str]) -> dict:
     return stacked(tree, {scanned: members(scanned) for scanned in scanned_names})
 
 
-def stacked_edges(tree: dict, scanned_names: list[str]) -> dict:
+def stacked_edges(tree: dict, scanned_names: list[str] = ()) -> dict:
     """A DARTS supernet's unrolled edges ``cell_k/edge_{i}_{j}`` as ``cell_k/input_edges_scan`` and
-    ``cell_k/node_edges_scan``."""
+    ``cell_k/node_edges_scan`` (every cell has both; ``scanned_names`` is not needed)."""
     names = [f"edge_{i}_{j}" for i, j in edge_inputs()]
     from_inputs, from_nodes = edge_groups()
     groups = {"input_edges_scan": [names[e] for e in from_inputs], "node_edges_scan": [names[e] for e in from_nodes]}
@@ -55,8 +55,14 @@ def stacked_edges(tree: dict, scanned_names: list[str]) -> dict:
 
 
 def soft_weights(model) -> tuple[dict]:
-    """Architecture weights that differ between ops (a softmax over shifted logits)."""
-    return (jax.tree.map(lambda w: jax.nn.softmax(w + jnp.arange(w.shape[-1]), -1), uniform_arch_weights(model)),)
+    """Architecture weights [E, K] that differ between ops and between edges (a softmax over logits
+    ``0.1 * (e + 1) * k``), so that a scan reading the wrong edge's row would change the outputs."""
+
+    def weights(w: jax.Array) -> jax.Array:
+        edges, ops = w.shape
+        return jax.nn.softmax(0.1 * jnp.outer(jnp.arange(1, edges + 1), jnp.arange(ops)), -1)
+
+    return (jax.tree.map(weights, uniform_arch_weights(model)),)
 
 
 def supernet_case():
@@ -68,7 +74,7 @@ DARTS_OPS_USED = ("none", "skip_connect", "sep_conv_3x3", "max_pool_3x3")  # one
 
 
 def darts_supernet_case(cells: int = 3):
-    """3 cells (reductions at 1 and 2): a normal cell, a reduction cell, and one after a reduction."""
+    """At 3 cells (reductions at 1 and 2): a normal cell, a reduction cell, and one after a reduction."""
     unrolled = build_search_model("darts", 2, cells, op_names=DARTS_OPS_USED, scan_cells=False)
     scanned = build_search_model("darts", 2, cells, op_names=DARTS_OPS_USED, scan_cells=True)
     return unrolled, scanned, soft_weights(unrolled), stacked_edges
@@ -141,7 +147,7 @@ def test_scanned_edges_equal_unrolled_ones_on_a_single_path(monkeypatch, masked)
     kinds of scanned edges)."""
     monkeypatch.setattr(mixed_op, "branches_may_deadlock", lambda: masked)
     unrolled, scanned, (soft,), _ = darts_supernet_case(cells=1)
-    one_hot = jax.tree.map(lambda w: jax.nn.one_hot(jnp.argmax(w, -1), w.shape[-1]), soft)
+    one_hot = jax.tree.map(lambda w: jax.nn.one_hot(jnp.arange(len(w)) % w.shape[1], w.shape[1]), soft)  # every op
     variables = init_variables(unrolled, jax.random.key(0), (IMAGE, IMAGE, 3), one_hot, train=False)
     batch = make_batch(2, 4)
 
@@ -152,8 +158,8 @@ def test_scanned_edges_equal_unrolled_ones_on_a_single_path(monkeypatch, masked)
 
     grad = jax.jit(jax.grad(loss, argnums=(1, 3), has_aux=True), static_argnums=0)
     g_unrolled, (stats_unrolled, out_unrolled) = grad(unrolled, variables["params"], variables["batch_stats"], one_hot)
-    params, batch_stats = (stacked_edges(variables[k], []) for k in ("params", "batch_stats"))
+    params, batch_stats = (stacked_edges(variables[k]) for k in ("params", "batch_stats"))
     g_scanned, (stats_scanned, out_scanned) = grad(scanned, params, batch_stats, one_hot)
     chex.assert_trees_all_close(out_scanned, out_unrolled, atol=1e-5, rtol=1e-5)
-    chex.assert_trees_all_close(stats_scanned, stacked_edges(stats_unrolled, []), atol=1e-5, rtol=1e-5)
-    chex.assert_trees_all_close(g_scanned, (stacked_edges(g_unrolled[0], []), g_unrolled[1]), atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(stats_scanned, stacked_edges(stats_unrolled), atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(g_scanned, (stacked_edges(g_unrolled[0]), g_unrolled[1]), atol=1e-5, rtol=1e-5)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax.traverse_util import flatten_dict
 
+from asose_jax.nn.initializers import SCANNED
 from asose_jax.nn.operations import check_op_names, make_op
 
 
@@ -78,6 +79,40 @@ class MixedOp(nn.Module):
                 keep_new = chosen[self.op_names.index(path[0])] > 0
                 scope.put_variable("batch_stats", path[-1], jnp.where(keep_new, after[path], old))
         return kept + jnp.sum((1.0 - chosen) * weights)
+
+
+class EdgeStep(MixedOp):
+    """A mixed op as a scan body over a cell's edges. Carry ``nodes``: [M, N, H, W, C], each node's sum so far; per
+    edge ``(weights [K], source, target)``. Reads ``inputs[source]`` or, when ``inputs`` is None,
+    ``nodes[source]``, and adds its output to ``nodes[target]``."""
+
+    def __call__(self, nodes, edge, inputs, train: bool, single_path: bool):
+        weights, source, target = edge
+        x = (nodes if inputs is None else inputs)[source]
+        return nodes.at[target].add(super().__call__(x, weights, train, single_path)), None
+
+
+def scanned_edges(
+    nodes: jax.Array,
+    edges: Sequence[tuple[int, int]],
+    weights: jax.Array,
+    inputs: jax.Array | None,
+    mixed_op: dict,
+    train: bool,
+    single_path: bool,
+    name: str,
+) -> jax.Array:
+    """``nodes[i] += MixedOp_e(x_j)`` for every edge ``e = (i, j)`` in order, through one compiled body (``nn.scan``
+    over the edges' stacked variables, module ``{name}_scan``); called inside a compact module.
+
+    ``nodes``: [M, N, H, W, C]; ``x_j`` is ``inputs[j]`` or, if ``inputs`` is None, ``nodes[j]`` (so an edge must come
+    after every edge into its source node); ``weights``: [E, K], the edges' rows; ``mixed_op``: the ``MixedOp``
+    attributes (``channels``, ``stride``, ``op_names``).
+    """
+    sources, targets = (jnp.array([edge[k] for edge in edges]) for k in (1, 0))
+    scan = nn.scan(EdgeStep, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
+                   in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=len(edges))  # fmt: skip
+    return scan(**mixed_op, name=name + SCANNED)(nodes, (weights, sources, targets), inputs, train, single_path)[0]
 
 
 def branches_may_deadlock() -> bool:

@@ -222,7 +222,7 @@ PRESETS: dict[str, RunConfig] = {
     ),
     # The darts preset cut to 10 minutes on 2 CPU cores: 8 channels, 5 cells, 2,000 training images (1,000 for
     # weights, 1,000 held out) and 1,000 test images, 1 warm-up and 1 alternating epoch, the architecture
-    # learning rate 10x DARTS's for its 16 architecture steps. It checks the DARTS pipeline end to end; so few
+    # learning rate 10x DARTS's for its 15 architecture steps. It checks the DARTS pipeline end to end; so few
     # steps make no search result (a DARTS search needs an accelerator, see README).
     "darts-cpu": RunConfig(
         search=SearchConfig(space="darts", init_channels=8, depth=5, sampler="softmax", arch_lr=3e-3),

@@ -16,8 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from asose_jax.nn.initializers import SCANNED
-from asose_jax.nn.mixed_op import MixedOp
+from asose_jax.nn.mixed_op import MixedOp, scanned_edges
 from asose_jax.nn.operations import DARTS_OPS, FactorizedReduce, ReLUConvBN, batch_norm, conv
 
 STEPS = 4  # intermediate nodes per cell
@@ -44,17 +43,6 @@ def preprocess_inputs(s0, s1, channels: int, reduction_prev: bool, affine: bool,
     else:
         s0 = ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess0")(s0, train)
     return s0, ReLUConvBN(channels, 1, 1, affine=affine, name="preprocess1")(s1, train)
-
-
-class EdgeStep(MixedOp):
-    """A mixed op as a scan body over edges. Carry ``nodes``: [STEPS, N, H, W, C], each node's sum so far; per edge
-    ``(weights [K], source, target)``. Reads ``inputs[source]`` (the cell's inputs, [2, N, H', W', C]) or, when
-    ``inputs`` is None, ``nodes[source]``, and adds its output to ``nodes[target]``."""
-
-    def __call__(self, nodes, edge, inputs, train: bool, single_path: bool):
-        weights, source, target = edge
-        x = (nodes if inputs is None else inputs)[source]
-        return nodes.at[target].add(super().__call__(x, weights, train, single_path)), None
 
 
 class SearchCell(nn.Module):
@@ -85,22 +73,16 @@ class SearchCell(nn.Module):
         stride = 2 if self.reduction else 1
         n, h, w, c = s1.shape
         nodes = jnp.zeros((STEPS, n, -(-h // stride), -(-w // stride), c), s1.dtype)
+        edges = edge_inputs()
         from_inputs, from_nodes = edge_groups()
-        args = (weights, train, single_path)
-        nodes = self._edge_scan(nodes, from_inputs, jnp.stack([s0, s1]), stride, *args, name="input_edges")
-        nodes = self._edge_scan(nodes, from_nodes, None, 1, *args, name="node_edges")
+        op, inputs = {"channels": c, "op_names": self.op_names}, jnp.stack([s0, s1])
+        input_edges, input_rows = [edges[e] for e in from_inputs], weights[jnp.array(from_inputs)]
+        nodes = scanned_edges(nodes, input_edges, input_rows, inputs, {**op, "stride": stride}, train, single_path,
+                              "input_edges")  # fmt: skip
+        node_edges = [(i, j - 2) for i, j in (edges[e] for e in from_nodes)]  # node k is state 2 + k
+        nodes = scanned_edges(nodes, node_edges, weights[jnp.array(from_nodes)], None, {**op, "stride": 1}, train,
+                              single_path, "node_edges")  # fmt: skip
         return jnp.moveaxis(nodes, 0, -2).reshape(n, *nodes.shape[2:4], STEPS * c)  # = concatenating the nodes
-
-    def _edge_scan(self, nodes, rows, inputs, stride, weights, train, single_path, name: str) -> jax.Array:
-        """The edges of logit ``rows`` through one ``EdgeStep`` scan; they read ``inputs`` or, if None, ``nodes``
-        (node k is state 2 + k)."""
-        edges = [edge_inputs()[e] for e in rows]
-        sources = jnp.array([j - (0 if inputs is not None else 2) for _, j in edges])
-        targets = jnp.array([i for i, _ in edges])
-        scan = nn.scan(EdgeStep, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
-                       in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=len(rows))  # fmt: skip
-        step = scan(self.channels, stride, self.op_names, name=name + SCANNED)
-        return step(nodes, (weights[jnp.array(rows)], sources, targets), inputs, train, single_path)[0]
 
 
 class DartsNetwork(nn.Module):
