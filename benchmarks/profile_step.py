@@ -151,11 +151,23 @@ def main():
     parser.add_argument("--sampler", default="gumbel_soft")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--init-channels", type=int, default=None, help="default: the space's own")
+    parser.add_argument("--depth", type=int, default=None, help="blocks / cells / cells per stage")
+    parser.add_argument("--scan-cells", action=argparse.BooleanOptionalAction, default=None,
+                        help="scanned cells or edges (default: the space's choice)")  # fmt: skip
+    parser.add_argument("--step-fns", nargs="+", default=["weight_step", "arch_step"],
+                        choices=["weight_step", "arch_step"])  # fmt: skip
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/profile_step.json")
     args = parser.parse_args()
 
-    config = SearchConfig(space=args.space, sampler=args.sampler)
+    config = SearchConfig(
+        space=args.space,
+        sampler=args.sampler,
+        init_channels=args.init_channels,
+        depth=args.depth,
+        scan_cells=args.scan_cells,
+    )
     model = build_model(config)
     state = init_search_state(model, config, (args.image_size, args.image_size, 3))
     steps = make_search_steps(model, config)
@@ -165,7 +177,7 @@ def main():
         "label": jax.random.randint(key_label, (args.batch_size,), 0, 10),
     }
     result = {"benchmark": "profile_step", **environment(), **vars(args), "steps_profiled": {}}
-    for name in ("weight_step", "arch_step"):
+    for name in args.step_fns:
         fn = getattr(steps, name)
         row = profile(fn, state, batch, args.steps, name)
         result["steps_profiled"][name] = row

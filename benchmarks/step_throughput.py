@@ -71,8 +71,8 @@ def main():
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--init-channels", type=int, default=None, help="default: the space's own")
     parser.add_argument("--depth", type=int, default=None, help="blocks / cells / cells per stage")
-    parser.add_argument("--scan-cells", action=argparse.BooleanOptionalAction, default=True,
-                        help="a stage's cells through one compiled body (nb201)")  # fmt: skip
+    parser.add_argument("--scan-cells", action=argparse.BooleanOptionalAction, default=None,
+                        help="scanned cells or edges (default: the space's choice)")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed steps; the median is reported")
     parser.add_argument("--out", default="benchmarks/results/step_throughput.json")

@@ -225,3 +225,23 @@ def test_a_checkpoint_keeps_the_progress_of_its_save_time(tmp_path, monkeypatch)
     restored_state, restored = Checkpoints(tmp_path, keep=2).restore(state)
     assert restored == handed[0]
     np.testing.assert_array_equal(restored_state["params"]["w"], state["params"]["w"])
+
+
+@pytest.mark.parametrize(
+    "space,flag,computed,expected",
+    [
+        ("nb201", None, None, None),  # a new run: the space's choice
+        ("nb201", False, None, False),  # the flag, when given
+        ("nb201", None, {"scanned_cells": False}, False),  # a run keeps the layout it saved
+        ("darts", None, {"scanned_cells": True}, True),
+        ("nb201", None, {}, False),  # saved before the layout was recorded: nb201 unrolled then,
+        ("darts", None, {}, True),  # DARTS scanned
+    ],
+)
+def test_a_resumed_run_builds_its_cells_in_the_layout_it_saved(space, flag, computed, expected):
+    """Changing a space's default layout must not change the parameter tree a saved run restores into."""
+    from asose_jax.search.config import SearchConfig
+    from asose_jax.search.driver import cell_layout
+
+    saved = None if computed is None else {"search": {"space": space, "scan_cells": None}, "computed": computed}
+    assert cell_layout(SearchConfig(space=space, scan_cells=flag), saved) == expected

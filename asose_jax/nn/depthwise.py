@@ -9,10 +9,15 @@ convolution is the fast path. Both implementations compute the same function:
     y[n, h, w, c] = sum_{i, j} x_pad[n, h*s + i*d, w*s + j*d, c] * k[i, j, 0, c]
 
 with ``x`` padded by ``p`` on each spatial side, stride ``s`` and dilation ``d``.
-The shifted sum has a hand-written VJP that saves only ``x`` and ``k`` (autodiff
-would keep all ``k*k`` shifted views alive for the backward pass); its input
-gradient is itself a stride-1 shifted sum, so it is differentiable again
-(second-order architecture gradients).
+
+The shifted sum is written out tap by tap, so XLA fuses it into one pass over the
+input, and its result passes through ``lax.optimization_barrier``: XLA would
+otherwise fuse the ``k*k`` taps into every consumer (a mixed op's ten input
+gradients became one fusion of 869 instructions, and a DARTS supernet took 4x as
+long to compile). It has a hand-written VJP that saves only ``x`` and ``k``: the
+input gradient is itself a stride-1 shifted sum, the kernel gradient one variadic
+reduction (``tap_correlations``); both are differentiable again (second-order
+architecture gradients).
 """
 
 from __future__ import annotations
@@ -31,27 +36,6 @@ def _out_size(size: int, k: int, stride: int, dilation: int, pad: int) -> int:
     return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
-def _to_phases(x: jax.Array, stride: int, pad: int, out_hw: tuple[int, int], k: int, dilation: int):
-    """Pads x and splits it into stride phases: [s, s, N, Hp/s, Wp/s, C].
-
-    Tap (i, j) then reads the contiguous block at phase (i*d % s, j*d % s),
-    offset (i*d // s, j*d // s), size out_hw, so a strided view becomes one
-    ``dynamic_slice`` and the loop over taps can be a ``fori_loop``.
-    """
-    n, h, w, c = x.shape
-    reach = (k - 1) * dilation
-    hp = -(-max(h + 2 * pad, reach + (out_hw[0] - 1) * stride + 1) // stride) * stride
-    wp = -(-max(w + 2 * pad, reach + (out_hw[1] - 1) * stride + 1) // stride) * stride
-    x_pad = jnp.pad(x, ((0, 0), (pad, hp - h - pad), (pad, wp - w - pad), (0, 0)))
-    phases = x_pad.reshape(n, hp // stride, stride, wp // stride, stride, c)
-    return phases.transpose(2, 4, 0, 1, 3, 5)
-
-
-def _tap_start(t, k: int, stride: int, dilation: int):
-    oh, ow = (t // k) * dilation, (t % k) * dilation
-    return (oh % stride, ow % stride, 0, oh // stride, ow // stride, 0)
-
-
 def _geometry(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, pad: int):
     k = kernel.shape[0]
     out_hw = (
@@ -61,21 +45,29 @@ def _geometry(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, pad: 
     return k, out_hw
 
 
+def _pad_spatial(x: jax.Array, pad: int) -> jax.Array:
+    return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
+def _tap_views(x_pad: jax.Array, k: int, stride: int, dilation: int, out_hw: tuple[int, int]) -> list[jax.Array]:
+    """The ``k*k`` strided views of the padded input, tap (i, j) at index ``i*k + j``: each [N, Ho, Wo, C]."""
+    n, _, _, c = x_pad.shape
+    views = []
+    for i in range(k):
+        for j in range(k):
+            start = (0, i * dilation, j * dilation, 0)
+            limit = (n, start[1] + (out_hw[0] - 1) * stride + 1, start[2] + (out_hw[1] - 1) * stride + 1, c)
+            views.append(lax.slice(x_pad, start, limit, (1, stride, stride, 1)))
+    return views
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, pad: int):
-    """Depthwise conv as a loop over taps of shifted views. x: [N,H,W,C], kernel: [k,k,1,C]."""
+    """Depthwise conv as one fused sum of the ``k*k`` shifted views. x: [N,H,W,C], kernel: [k,k,1,C]."""
     k, out_hw = _geometry(x, kernel, stride, dilation, pad)
-    phases = _to_phases(x, stride, pad, out_hw, k, dilation)
     taps = kernel.reshape(k * k, -1)
-    n, c = x.shape[0], x.shape[3]
-    size = (1, 1, n, *out_hw, c)
-
-    def add_tap(t, out):
-        view = lax.dynamic_slice(phases, _tap_start(t, k, stride, dilation), size)[0, 0]
-        return out + view * taps[t]
-
-    out = jnp.zeros((n, *out_hw, c), jnp.result_type(x, kernel))
-    return lax.fori_loop(0, k * k, add_tap, out)
+    views = _tap_views(_pad_spatial(x, pad), k, stride, dilation, out_hw)
+    return lax.optimization_barrier(sum(view * taps[t] for t, view in enumerate(views)))
 
 
 def _shifted_fwd(x, kernel, stride, dilation, pad):
@@ -83,7 +75,7 @@ def _shifted_fwd(x, kernel, stride, dilation, pad):
 
 
 def _shifted_bwd(stride, dilation, pad, residuals, g):
-    """dx: a stride-1 shifted sum of the dilated, padded g with the flipped kernel; dk: one reduction per tap."""
+    """dx: a stride-1 shifted sum of the dilated, padded g with the flipped kernel; dk: ``tap_correlations``."""
     x, kernel = residuals
     k, out_hw = _geometry(x, kernel, stride, dilation, pad)
     span = (k - 1) * dilation
@@ -100,19 +92,40 @@ def _shifted_bwd(stride, dilation, pad, residuals, g):
     )
     dx_pad = depthwise_conv_shifted(g_full, kernel[::-1, ::-1], 1, dilation, 0)
     dx = dx_pad[:, pad : pad + x.shape[1], pad : pad + x.shape[2], :]
-
-    phases = _to_phases(x, stride, pad, out_hw, k, dilation)
-    size = (1, 1, *g.shape)
-
-    def tap_grad(t, d_taps):
-        view = lax.dynamic_slice(phases, _tap_start(t, k, stride, dilation), size)[0, 0]
-        return d_taps.at[t].set(jnp.einsum("nhwc,nhwc->c", view, g))
-
-    d_taps = lax.fori_loop(0, k * k, tap_grad, jnp.zeros((k * k, x.shape[3]), g.dtype))
+    d_taps = tap_correlations(_pad_spatial(x, pad), g, k, stride, dilation)
     return dx.astype(x.dtype), d_taps.reshape(kernel.shape).astype(kernel.dtype)
 
 
 depthwise_conv_shifted.defvjp(_shifted_fwd, _shifted_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def tap_correlations(x_pad: jax.Array, g: jax.Array, k: int, stride: int, dilation: int) -> jax.Array:
+    """The kernel gradient of a depthwise conv: [k*k, C], row ``i*k + j`` = sum_{n,h,w} view_(i,j) * g.
+
+    x_pad: [N, Hp, Wp, C] (the padded input), g: [N, Ho, Wo, C]. One variadic reduction, so g and x_pad
+    are read once, not once per tap.
+    """
+    products = tuple(view * g for view in _tap_views(x_pad, k, stride, dilation, g.shape[1:3]))
+    zeros = tuple(jnp.zeros((), g.dtype) for _ in products)
+    sums = lax.reduce(products, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)), (0, 1, 2))
+    return lax.optimization_barrier(jnp.stack(sums))
+
+
+def _tap_correlations_fwd(x_pad, g, k, stride, dilation):
+    return tap_correlations(x_pad, g, k, stride, dilation), (x_pad, g)
+
+
+def _tap_correlations_bwd(k, stride, dilation, residuals, ct):
+    """The map is bilinear: both cotangents come from a depthwise conv of x_pad with ``ct`` as its kernel."""
+    x_pad, g = residuals
+    kernel = ct.reshape(k, k, 1, -1)
+    dg, conv_vjp = jax.vjp(lambda xp: depthwise_conv_shifted(xp, kernel, stride, dilation, 0), x_pad)
+    (dx_pad,) = conv_vjp(g)
+    return dx_pad, dg
+
+
+tap_correlations.defvjp(_tap_correlations_fwd, _tap_correlations_bwd)
 
 
 def depthwise_conv_grouped(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, pad: int):

@@ -11,6 +11,7 @@ from flax.traverse_util import flatten_dict
 
 from asose_jax.nn.initializers import SCANNED
 from asose_jax.nn.operations import check_op_names, make_op
+from asose_jax.nn.scanned import stacked_scan
 
 
 class MixedOp(nn.Module):
@@ -110,8 +111,7 @@ def scanned_edges(
     attributes (``channels``, ``stride``, ``op_names``).
     """
     sources, targets = (jnp.array([edge[k] for edge in edges]) for k in (1, 0))
-    scan = nn.scan(EdgeStep, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
-                   in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=len(edges))  # fmt: skip
+    scan = stacked_scan(EdgeStep, len(edges), (0, nn.broadcast, nn.broadcast, nn.broadcast), static_argnums=(4, 5))
     return scan(**mixed_op, name=name + SCANNED)(nodes, (weights, sources, targets), inputs, train, single_path)[0]
 
 

@@ -36,8 +36,8 @@ class SearchConfig:
     num_classes: int = 10  # computed: set by the driver from the data
     scan_cells: bool | None = setting(
         None,
-        "one compiled body for a stage's cells (nb201: compiles 5x faster, arch steps ran 4x slower on CPU) or for a "
-        "DARTS cell's edges (compiles 4-7x faster, same speed); unset: DARTS scans, nb201 unrolls",
+        "one compiled body for a stage's cells (nb201) or for a DARTS cell's edges: compiles 4-7x faster; unset: "
+        "scanned, or a resumed run's own layout",
     )
     op_names: tuple[str, ...] | None = setting(
         None, f"candidate ops: an op set ({', '.join(OP_SETS)}) or comma-separated names", flag="--ops",

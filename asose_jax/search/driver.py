@@ -2,7 +2,8 @@
 
 Run directory::
 
-    config.json      the RunConfig as given, and apart ("computed") the schedule length, classes and op names
+    config.json      the RunConfig as given, and apart ("computed") the schedule length, classes, op names and
+                     whether the supernet's cells are scanned (the checkpoints' layout)
     metrics.jsonl    one JSON object per logged step ("event": "step"), per epoch ("epoch", with
                      held-out accuracy, per-edge entropy and architecture weights), per phase
                      ("phase", its global-step span) and per mutation ("mutation", the genotype)
@@ -38,6 +39,7 @@ from asose_jax.runtime.parallel import (
     make_mesh,
 )
 from asose_jax.runtime.rundir import (
+    COMPUTED,
     catch_stop_signals,
     check_same_settings,
     config_record,
@@ -46,6 +48,7 @@ from asose_jax.runtime.rundir import (
     existing_config,
 )
 from asose_jax.search import cycle
+from asose_jax.search.config import SearchConfig
 from asose_jax.search.iterations import SUPERNET, param_counts, validation_measure
 from asose_jax.search.methods import method_of
 from asose_jax.search.nb201_table import load_nb201_table
@@ -53,6 +56,18 @@ from asose_jax.search.run_config import RESUMABLE_CHANGES, RunConfig
 from asose_jax.search.search_run import SearchRun
 from asose_jax.search.steps import build_model
 from asose_jax.spaces.genotypes import genotype_to_json
+
+SCANNED_CELLS = "scanned_cells"  # computed: whether the supernet's cells (or DARTS edges) are scanned, as saved
+
+
+def cell_layout(search: SearchConfig, saved: dict | None) -> bool | None:
+    """``scan_cells`` for the supernet: the flag when given; when unset, the layout in which the unfinished run in
+    the work directory (``saved``, its config.json) saved its checkpoints, or for a new run the space's choice
+    (None). Runs saved before the layout was recorded left it to the space: DARTS scanned, nb201 unrolled."""
+    if search.scan_cells is not None or saved is None:
+        return search.scan_cells
+    computed = saved.get(COMPUTED, {})
+    return computed.get(SCANNED_CELLS, search.space == "darts")
 
 
 def train_and_evaluate(
@@ -86,11 +101,13 @@ def train_and_evaluate(
         config.search, num_classes=data.num_classes, total_steps=cycle.total_steps(config, n_weight, n_arch)
     )
     config = dataclasses.replace(config, search=search)
-    model = build_model(search)
+    model = build_model(dataclasses.replace(search, scan_cells=cell_layout(search, saved)))
     image_shape = data.x_train.shape[1:]
-    computed = {"total_steps": search.total_steps, "num_classes": search.num_classes, "op_names": list(model.op_names)}
+    computed = {"total_steps": search.total_steps, "num_classes": search.num_classes, "op_names": list(model.op_names),
+                SCANNED_CELLS: getattr(model, "scan_cells", None)}  # fmt: skip
     config_json = config_record(config.to_json(), computed)
-    check_same_settings(workdir, saved, config_json, RESUMABLE_CHANGES, flag_names(RunConfig))
+    # A run saved before the layout was recorded lacks it; cell_layout gave it the layout it was saved in.
+    check_same_settings(workdir, saved, config_json, (*RESUMABLE_CHANGES, SCANNED_CELLS), flag_names(RunConfig))
     summary = {"params": param_counts(model, image_shape), "device": device_description(),
                "data": {"weight_split": n_weight, "arch_split": n_arch, "test": len(data.x_test),
                         "image_shape": list(image_shape)}}  # fmt: skip

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from asose_jax.nn.initializers import SCANNED
 from asose_jax.nn.operations import Identity, Pool, batch_norm, conv, make_op
+from asose_jax.nn.scanned import stacked_scan
 from asose_jax.spaces.darts.genotype import DartsGenotype
 from asose_jax.spaces.darts.supernet import preprocess_inputs
 
@@ -116,9 +117,8 @@ class DartsNet(nn.Module):
             ):
                 run += 1
             if run > 1:
-                step = nn.scan(DartsCellStep, variable_axes={"params": 0, "batch_stats": 0},
-                               split_rngs={"params": True, "drop_path": True}, in_axes=(nn.broadcast, nn.broadcast),
-                               length=run)  # fmt: skip
+                step = stacked_scan(DartsCellStep, run, (nn.broadcast, nn.broadcast), static_argnums=(2,),
+                                    split_rngs=("params", "drop_path"))  # fmt: skip
                 cell = step(self.genotype.normal, self.genotype.normal_concat, c, False, False,
                             name=f"cell_{i}_to_{i + run - 1}{SCANNED}")  # fmt: skip
                 (s0, s1), _ = cell((s0, s1), train, drop_rate)

@@ -3,10 +3,9 @@
 Depth growth appends gated cells ``x + g * cell(x)`` (``g`` initialised to zero) to a stage:
 ``grown_cells[s]`` of them after the stage's ``cells_per_stage`` cells, sharing the cell's logits.
 
-A stage's ``cells_per_stage`` cells have one shape, so with ``scan_cells`` they run through one compiled body
-(``nn.scan`` over their stacked variables, module ``stage_{s}_scan``): XLA compiles a cell once per stage instead of
-once per cell. Unrolled (modules ``stage_{s}_cell_{i}``) is the supernet's default: on CPU its architecture step
-ran 4x slower scanned (the discrete network ``NB201Net`` scans by default, at the same speed).
+A stage's ``cells_per_stage`` cells have one shape, so with ``scan_cells`` (the default) they run through one
+compiled body (``nn.scan`` over their stacked variables, module ``stage_{s}_scan``): XLA compiles a cell once per
+stage instead of once per cell. ``scan_cells=False`` unrolls them (modules ``stage_{s}_cell_{i}``).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 from asose_jax.nn.initializers import SCANNED
 from asose_jax.nn.mixed_op import MixedOp
 from asose_jax.nn.operations import NB201_OPS, Gate, ReLUConvBN, batch_norm, conv
+from asose_jax.nn.scanned import stacked_scan
 
 NODES = 4  # node 0 is the cell input, node 3 its output
 
@@ -76,7 +76,7 @@ class NB201Network(nn.Module):
     num_classes: int = 10
     op_names: Sequence[str] = NB201_OPS
     grown_cells: tuple[int, ...] = (0, 0, 0)
-    scan_cells: bool = False
+    scan_cells: bool = True
 
     def arch_shapes(self) -> dict[str, tuple[int, int]]:
         return {"cell": (len(edge_inputs()), len(self.op_names))}
@@ -105,15 +105,17 @@ def repeat_cell(
 ) -> jax.Array:
     """``count`` cells ``cell(**attributes)(x, *args)`` in sequence, called inside a compact module.
 
-    Unrolled: modules ``{name}_cell_{i}``. Scanned: one module ``{name}_scan`` whose variables are stacked along a
-    leading axis of ``count`` (``nn.scan``; one compiled body); ``args`` are the same for every cell.
+    Unrolled (always for a single cell, which a scan would not compile faster): modules ``{name}_cell_{i}``.
+    Scanned: one module ``{name}_scan`` whose variables are stacked along a
+    leading axis of ``count`` (``stacked_scan``; one compiled body); ``args`` are the same for every cell, its
+    Python bools (``train``, ``single_path``) static.
     """
-    if not scan or count == 0:
+    if not scan or count <= 1:
         for i in range(count):
             x = cell(**attributes, name=f"{name}_cell_{i}")(x, *args)
         return x
-    scanned = nn.scan(_scan_step(cell), variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
-                      in_axes=(nn.broadcast,) * len(args), length=count)  # fmt: skip
+    static = tuple(2 + i for i, arg in enumerate(args) if isinstance(arg, bool))  # self is argument 0, x 1
+    scanned = stacked_scan(_scan_step(cell), count, (nn.broadcast,) * len(args), static)
     return scanned(**attributes, name=name + SCANNED)(x, *args)[0]
 
 
