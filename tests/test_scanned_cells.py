@@ -13,6 +13,7 @@ import pytest
 from conftest import IMAGE, make_batch
 
 from asose_jax.nn import mixed_op
+from asose_jax.nn.conv import auto_impl
 from asose_jax.nn.initializers import init_variables
 from asose_jax.spaces import build_search_model, count_params, uniform_arch_weights
 from asose_jax.spaces.darts.genotype import darts_genotype
@@ -163,3 +164,22 @@ def test_scanned_edges_equal_unrolled_ones_on_a_single_path(monkeypatch, masked)
     chex.assert_trees_all_close(out_scanned, out_unrolled, atol=1e-5, rtol=1e-5)
     chex.assert_trees_all_close(stats_scanned, stacked_edges(stats_unrolled), atol=1e-5, rtol=1e-5)
     chex.assert_trees_all_close(g_scanned, (stacked_edges(g_unrolled[0]), g_unrolled[1]), atol=1e-5, rtol=1e-5)
+
+
+def test_rematerialised_scan_recomputes_with_the_same_drop_path_masks():
+    """On CPU a scanned body is rematerialised: its backward pass reruns the forward pass, which must draw the same
+    drop-path masks. The gradients equal those of the plain scan (``auto_impl("xla")``: no remat)."""
+    scanned = darts_case()[1]
+    variables = init_variables(scanned, jax.random.key(0), (IMAGE, IMAGE, 3), train=False)
+    batch = make_batch(1, 4)
+
+    def loss(params):
+        (logits, _), _ = scanned.apply({**variables, "params": params}, batch["image"], train=True, drop_rate=0.5,
+                                       rngs={"drop_path": jax.random.key(1)}, mutable=["batch_stats"])  # fmt: skip
+        return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), batch["label"]])
+
+    grads = {}
+    for impl in ("cpu", "xla"):
+        with auto_impl(impl):
+            grads[impl] = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    chex.assert_trees_all_close(grads["cpu"], grads["xla"], atol=1e-4, rtol=1e-4)

@@ -7,7 +7,8 @@ therefore computed from the stacked shifted views (im2col) of the input:
 
     dK = patches^T g,  patches[(n, h, w), (i, j, c)] = x_pad[n, h*sh + i, w*sw + j, c]   (one matmul)
 
-On GPU and TPU the plain convolution and its autodiff are used.
+and the input gradient is written out as a convolution with the swapped kernel (``input_gradient``). On GPU and
+TPU the plain convolution and its autodiff are used.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def input_gradient(g: jax.Array, kernel: jax.Array, x_hw: tuple[int, int], strid
     and out channels swapped -> [N,H,W,Cin].
 
     The swapped kernel is materialised behind ``lax.optimization_barrier``. Autodiff expresses the swap in the
-    convolution's dimension numbers instead, and inside a loop body (scanned cells) XLA's CPU backend then runs
-    that convolution on a slow generic kernel: 500 ms instead of 5 ms per step for a NAS-Bench-201 3x3 conv.
+    convolution's dimension numbers instead, and inside a loop body (scanned cells) XLA's CPU backend then ran
+    that convolution on a slow generic kernel: in the scanned NAS-Bench-201 supernet's architecture step (C=16,
+    batch 64) these input gradients took 5.8 of 8.1 s of compute; materialised, all its convolutions 0.35 s.
     """
     flipped = lax.optimization_barrier(jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2)))
     pads = []
