@@ -56,6 +56,7 @@ def test_plateau_window_must_be_able_to_fill():
         ({"data": "csv:x"}, "unknown --data 'csv:x'; use tfds or npz:PATH"),
         ({"train_limit": 1}, "--train-limit must be an integer >= 2"),
         ({"test_limit": 0}, "--test-limit must be a positive integer"),
+        ({"test_limit": True}, "--test-limit must be a positive integer"),
     ],
 )
 def test_bad_run_config_values_name_the_flag(fields, message):

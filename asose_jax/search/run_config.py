@@ -84,6 +84,7 @@ class RunConfig:
 
     def __post_init__(self):
         positive = ("batch_size", "cycles", "log_every", "keep_checkpoints", "growth_window", "max_depth", "max_params")
+        optional = ("test_limit",)  # positive, or None for no limit
         non_negative = (
             "warmup_epochs",
             "arch_epochs",
@@ -93,16 +94,16 @@ class RunConfig:
             "checkpoint_every",
             "max_branches",
         )
-        for name in positive + non_negative:
+        for name in positive + optional + non_negative:
             value = getattr(self, name)
-            low = 1 if name in positive else 0
+            if value is None and name in optional:
+                continue
+            low = 0 if name in non_negative else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 kind = "a positive" if low else "a non-negative"
                 raise ValueError(f"--{_flag(name)} must be {kind} integer, got {value!r}")
         if self.train_limit is not None and (not isinstance(self.train_limit, int) or self.train_limit < 2):
             raise ValueError(f"--train-limit must be an integer >= 2, got {self.train_limit!r}")
-        if self.test_limit is not None and (not isinstance(self.test_limit, int) or self.test_limit < 1):
-            raise ValueError(f"--test-limit must be a positive integer, got {self.test_limit!r}")
         if not 0 < self.arch_split < 1:
             raise ValueError(f"--arch-split must lie strictly between 0 and 1, got {self.arch_split}")
         if self.warmup_epochs + self.arch_epochs + self.retrain_epochs == 0:

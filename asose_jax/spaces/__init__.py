@@ -49,7 +49,7 @@ def build_search_model(
     """The search network of ``space``; ``None`` arguments take the space's defaults.
 
     ``depth`` is the block count (chain), cell count (darts) or cells per stage (nb201); ``scan_cells`` runs a
-    stage's cells (nb201, default off) or each cell's edges (darts, default on) through one compiled body.
+    stage's cells (nb201) or each cell's edges (darts) through one compiled body; both default on.
     """
     found = get_space(space)
     default_channels, default_depth = found.search_defaults
