@@ -57,8 +57,8 @@ def worker(args) -> dict:
         weight_inputs = [(images, labels, place(b[0]), np.bool_(False)) for b in batches]
         arch_inputs = [(images, labels, place(b[0]), place(b[1])) for b in batches]
         row = {"variant": variant}
-        for name, fn, inputs, loss in (("weights", iterations.weights, weight_inputs, "loss"),
-                                       ("arch", iterations.arch, arch_inputs, "arch_loss")):  # fmt: skip
+        for name, fn, inputs, loss in (("weights", iterations.weight_step, weight_inputs, "loss"),
+                                       ("arch", iterations.arch_step, arch_inputs, "arch_loss")):  # fmt: skip
             # Same start, same batches: the losses of the first steps must agree across variants and counts.
             losses, s = [], jax.tree.map(lambda x: x.copy(), state)
             for i in range(args.check_steps):

@@ -43,7 +43,7 @@ def benchmark(genotype: str, dtype: str, k: int, args) -> dict:
         (rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32)), mesh
     )
     step = make_train_step(net, config, total_steps=10_000, steps_per_epoch=100, mesh=mesh)
-    iteration = parallel.jit_data_parallel(scan_steps(step), mesh, {3: 1}, 4)
+    iteration = parallel.jit_data_parallel(scan_steps(step), mesh, {"idx": 1})
     inputs = [
         (images, labels, parallel.shard_batch(rng.permutation(n).reshape(2, k, -1)[i], mesh, leading=1))
         for i in range(2)

@@ -63,12 +63,12 @@ def test_sharded_iterations_match_one_device(search, data):
     idx_w, idx_a = np.arange(BATCH), np.arange(BATCH, 2 * BATCH)
     single_state, sharded_state = _copy(state), parallel.replicate(_copy(state), mesh)
     for uniform in (True, False):
-        single_state, single_m = one.weights(single_state, *data, idx_w, np.bool_(uniform))
-        sharded_state, sharded_m = eight.weights(sharded_state, *data, parallel.shard_batch(idx_w, mesh),
+        single_state, single_m = one.weight_step(single_state, *data, idx_w, np.bool_(uniform))
+        sharded_state, sharded_m = eight.weight_step(sharded_state, *data, parallel.shard_batch(idx_w, mesh),
                                                  np.bool_(uniform))  # fmt: skip
         chex.assert_trees_all_close(sharded_m, single_m, rtol=2e-5, atol=2e-6)
-    single_state, single_m = one.arch(single_state, *data, idx_w, idx_a)
-    sharded_state, sharded_m = eight.arch(sharded_state, *data, parallel.shard_batch(idx_w, mesh),
+    single_state, single_m = one.arch_step(single_state, *data, idx_w, idx_a)
+    sharded_state, sharded_m = eight.arch_step(sharded_state, *data, parallel.shard_batch(idx_w, mesh),
                                           parallel.shard_batch(idx_a, mesh))  # fmt: skip
     chex.assert_trees_all_close(sharded_m, single_m, rtol=2e-5, atol=2e-6)
     chex.assert_trees_all_close(sharded_state, single_state, rtol=2e-5, atol=2e-6)
@@ -115,9 +115,9 @@ def test_steps_are_traced_once(search, data):
     state = parallel.replicate(_copy(state), mesh)
     for seed in range(3):
         idx = parallel.shard_batch(np.random.default_rng(seed).permutation(N_IMAGES)[:BATCH], mesh)
-        state, _ = iterations.weights(state, *data, idx, np.bool_(seed == 0))
-        state, _ = iterations.arch(state, *data, idx, idx)
-    assert iterations.weights.func._cache_size() == 1 and iterations.arch.func._cache_size() == 1
+        state, _ = iterations.weight_step(state, *data, idx, np.bool_(seed == 0))
+        state, _ = iterations.arch_step(state, *data, idx, idx)
+    assert iterations.weight_step.func._cache_size() == 1 and iterations.arch_step.func._cache_size() == 1
 
 
 def test_train_iteration_is_traced_once(data):
@@ -126,7 +126,7 @@ def test_train_iteration_is_traced_once(data):
     train_config = recipe("fast")
     net = build_network(ChainGenotype(("sep_conv_3x3", "skip_connect")), init_channels=4)
     step = make_train_step(net, train_config, 100, 10, mesh)
-    iteration = parallel.jit_data_parallel(chex.assert_max_traces(scan_steps(step), n=1), mesh, {3: 1}, 4)
+    iteration = parallel.jit_data_parallel(chex.assert_max_traces(scan_steps(step), n=1), mesh, {"idx": 1})
     train_state = parallel.replicate(init_train_state(net, train_config, (IMAGE, IMAGE, 3)), mesh)
     for seed in range(3):
         idx = np.random.default_rng(seed).permutation(N_IMAGES)[: 2 * BATCH].reshape(2, BATCH)
@@ -140,7 +140,7 @@ def test_retrain_iteration_matches_one_device(data):
     state = init_train_state(net, config, (IMAGE, IMAGE, 3))
     idx = np.arange(2 * BATCH).reshape(2, BATCH)
     single = jax.jit(scan_steps(make_train_step(net, config, 100, 10)))(_copy(state), *data, idx)
-    sharded = parallel.jit_data_parallel(scan_steps(make_train_step(net, config, 100, 10, mesh)), mesh, {3: 1}, 4)(
+    sharded = parallel.jit_data_parallel(scan_steps(make_train_step(net, config, 100, 10, mesh)), mesh, {"idx": 1})(
         parallel.replicate(_copy(state), mesh), *data, parallel.shard_batch(idx, mesh, leading=1)
     )
     chex.assert_trees_all_close(sharded, single, rtol=2e-5, atol=2e-6)

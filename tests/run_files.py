@@ -1,8 +1,8 @@
 """The run-directory contract: the key sets of ``config.json``, ``summary.json`` and the metrics records, and the
 flags of both command-line entry points, against the committed list ``tests/data/run_files.json``.
 
-After an intended change, rewrite the list with ``UPDATE_RUN_FILES=1 pytest tests/test_run_files.py`` and
-commit it with the change.
+After an intended change, rewrite the list with ``UPDATE_RUN_FILES=1`` (the rewriting tests then fail, so that
+a rewrite never passes unnoticed), review it and commit it with the change.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pathlib
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from asose_jax.runtime.metrics_log import read_metrics
 
@@ -21,7 +22,7 @@ COMMITTED = pathlib.Path(__file__).parent / "data" / "run_files.json"
 # Wall-clock fields: the only values in which a killed-and-resumed run may differ from an uninterrupted one.
 TIMING = ("images_per_s", "wall_time_s", "epoch_seconds", "train_images_per_s", "train_time_s")
 # Values whose keys depend on the space or the run (genotypes, architectures, per-edge weights): kept as one key.
-OPAQUE = ("genotype", "architecture", "arch_weights", "entropy", "edge_names")
+OPAQUE = ("genotype", "architecture", "arch_weights", "entropy", "edge_names", "margins")
 
 
 def key_paths(record: dict, prefix: str = "") -> list[str]:
@@ -52,7 +53,7 @@ def check_against_committed(section: str, actual) -> None:
     committed = json.loads(COMMITTED.read_text()) if COMMITTED.exists() else {}
     if os.environ.get("UPDATE_RUN_FILES"):
         COMMITTED.write_text(json.dumps({**committed, section: actual}, indent=1, sort_keys=True) + "\n")
-        return
+        pytest.fail(f"rewrote {section} in {COMMITTED.name}: review and commit it, then rerun without UPDATE_RUN_FILES")
     expected = committed.get(section)
     assert actual == expected, (
         f"{section} differs from {COMMITTED.name}: an intended change? rerun with UPDATE_RUN_FILES=1 and commit it\n"

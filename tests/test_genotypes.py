@@ -1,9 +1,12 @@
+import re
+
 import jax.numpy as jnp
 import pytest
 
 from asose_jax.nn.operations import ASO_SE_OPS, DARTS_OPS, NB201_OPS
 from asose_jax.runtime.metrics_log import write_json
 from asose_jax.spaces.genotypes import (
+    PUBLISHED,
     ChainGenotype,
     DartsGenotype,
     NB201Genotype,
@@ -84,7 +87,7 @@ def test_nb201_json_carries_the_benchmark_string():
         ({"ops": ["skip_connect"]}, "'space' key"),
         ({"space": "chain"}, "lacks the key 'ops'"),
         ({"space": "chain", "ops": ["conv_9x9"]}, "unknown op name"),
-        ({"space": "vit", "ops": []}, "unknown space 'vit'"),
+        ({"space": "vit", "ops": []}, "field 'space' must be one of chain, darts, nb201, got 'vit'"),
         ({"space": "nb201", "arch_str": "|nor_conv_3x3|"}, "malformed NAS-Bench-201 string"),
         ({"space": "nb201", "arch_str": "|skip_connect~5|"}, "node i read nodes 0..i-1"),
         (
@@ -112,6 +115,46 @@ def test_nb201_json_carries_the_benchmark_string():
 def test_bad_genotype_json(data, message):
     with pytest.raises(ValueError, match=message):
         genotype_from_json(data)
+
+
+DARTS_JSON = genotype_to_json(PUBLISHED["DARTS_V2"])
+CHAIN_JSON = {"space": "chain", "ops": ["skip_connect"]}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({**DARTS_JSON, "normal": [*DARTS_JSON["normal"][:3], [7, 1], *DARTS_JSON["normal"][4:]]},
+         "field 'normal[3][0]' must be an op name (one of none, "),
+        ({**DARTS_JSON, "reduce": [["max_pool_3x3", 0]] * 7 + [["max_pool_3x3"]]},
+         "field 'reduce[7]' must be an [op name, input] pair, got ['max_pool_3x3']"),
+        ({**DARTS_JSON, "normal": [["skip_connect", 1.5]] * 8},
+         "field 'normal[0][1]' must be an integer >= 0, got 1.5"),
+        ({**DARTS_JSON, "normal": [["skip_connect", True]] * 8}, "field 'normal[0][1]' must be an integer >= 0"),
+        ({**DARTS_JSON, "normal_concat": 2}, "field 'normal_concat' must be a list, got 2"),
+        ({**DARTS_JSON, "reduce_concat": [2, 6]}, "field 'reduce_concat[1]' must be an integer in 2..5, got 6"),
+        ({**DARTS_JSON, "reduce_concat": []}, "DARTS concat () must list nodes"),
+        ({"space": "chain", "ops": "skip_connect"}, "field 'ops' must be a list, got 'skip_connect'"),
+        ({"space": "chain", "ops": [["skip_connect"]]}, "field 'ops[0]' must be an op name"),
+        ({**CHAIN_JSON, "widths": [1, float("inf")]},
+         "field 'widths[1]' must be a finite number, got inf"),
+        ({**CHAIN_JSON, "widths": [float("nan")]}, "field 'widths[0]' must be a finite"),
+        ({**CHAIN_JSON, "widths": [10**400]}, "field 'widths[0]' must be a finite"),
+        ({**CHAIN_JSON, "widths": [1e300]}, "widths must lie in (0, 1024]"),
+        ({**CHAIN_JSON, "widths": ["2"]}, "field 'widths[0]' must be a finite number"),
+        ({**CHAIN_JSON, "gated": [1]}, "field 'gated[0]' must be true or false, got 1"),
+        ({**CHAIN_JSON, "stages": [-1]}, "field 'stages[0]' must be an integer >= 0"),
+        ({**CHAIN_JSON, "branches": ["skip_connect"]}, "field 'branches[0]' must be a list, got 'skip_connect'"),
+        ({"space": "nb201"}, "lacks the key 'nodes' (or 'arch_str')"),
+        ({"space": "nb201", "arch_str": ["|none~0|"]}, "field 'arch_str' must be a string"),
+        ({"space": "nb201", "nodes": [[["none", 0]], [["none", 0], "none"]]}, "field 'nodes[1][1]' must be an [op"),
+        ({"space": ["chain"]}, "field 'space' must be one of chain, darts, nb201, got ['chain']"),
+    ],
+)  # fmt: skip
+def test_bad_genotype_json_names_the_field(data, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        genotype_from_json(data)
+    assert "\n" not in str(err.value)
 
 
 def test_unreadable_genotype_file(tmp_path):

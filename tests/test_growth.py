@@ -259,7 +259,7 @@ def test_grown_models_train_and_each_architecture_is_traced_once():
         iterations = search_run.make_iterations(model, config, None, jitted)
         losses = []
         for _ in range(6):
-            state, metrics = iterations.weights(state, images, labels, idx, np.bool_(False))
+            state, metrics = iterations.weight_step(state, images, labels, idx, np.bool_(False))
             losses.append(float(metrics["loss"]))
         assert losses[-1] < losses[0], (mutation, losses)
         if mutation is not None and mutation.kind == "depth":
@@ -267,7 +267,7 @@ def test_grown_models_train_and_each_architecture_is_traced_once():
     # Exactly three: at most three (no AssertionError so far), and a fourth architecture is one too many.
     with pytest.raises(AssertionError, match="traced > 3 times"):
         model, state = growth.grow(model, jax.device_get(state), Mutation("branch", 0), jax.random.key(9))
-        search_run.make_iterations(model, config, None, jitted).weights(state, images, labels, idx, np.bool_(False))
+        search_run.make_iterations(model, config, None, jitted).weight_step(state, images, labels, idx, np.bool_(False))
 
 
 def test_a_grown_branch_trains(trained):
@@ -313,7 +313,7 @@ def test_search_with_forced_growth_interrupted_after_a_growth_and_resumed(npz_pa
     real_grow, real_jit, traces = (
         search_run.SearchRun.grow,
         search_iterations.jit_data_parallel,
-        {"weights": 0, "arch": 0},
+        {"weight_step": 0, "arch_step": 0},
     )
 
     def grow_then_stop(run, *args):
@@ -339,7 +339,7 @@ def test_search_with_forced_growth_interrupted_after_a_growth_and_resumed(npz_pa
         assert cifar10_search.main(flags) == 128 + 15
         patch.setattr(search_run.SearchRun, "grow", real_grow)
         assert cifar10_search.main([*flags, "--resume"]) == 0
-    assert traces == {"weights": 3, "arch": 3}  # two growths, three architectures, one trace each
+    assert traces == {"weight_step": 3, "arch_step": 3}  # two growths, three architectures, one trace each
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     events = [r for r in records if r["event"] == "growth"]
     assert [(e["cycle"], e["kind"], e["where"]) for e in events] == [

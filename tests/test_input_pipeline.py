@@ -1,4 +1,7 @@
+import collections
+import io
 import time
+import zipfile
 
 import chex
 import jax
@@ -13,12 +16,12 @@ from asose_jax.runtime.input_pipeline import (
     augment,
     epoch_batches,
     eval_batches,
-    first_test_images,
     load_data,
     load_npz,
     load_tfds,
     normalize,
     split_for_architecture,
+    with_test_limit,
 )
 
 
@@ -39,10 +42,10 @@ def test_load_npz_train_limit_and_test_limit(tmp_path):
     assert data.x_train.shape == (12, 8, 8, 3) and data.y_train.dtype == np.int32
     np.testing.assert_array_equal(data.x_train, arrays["x_train"][:12])
     np.testing.assert_array_equal(data.y_test, arrays["y_test"])
-    capped = first_test_images(data, 5)
+    capped = with_test_limit(data, 5)
     assert len(capped.x_test) == len(capped.y_test) == 5 and capped.x_train is data.x_train
     np.testing.assert_array_equal(capped.x_test, arrays["x_test"][:5])
-    assert first_test_images(data, None) is data and len(first_test_images(data, 10**6).x_test) == len(data.x_test)
+    assert with_test_limit(data, None) is data and len(with_test_limit(data, 10**6).x_test) == len(data.x_test)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +78,86 @@ def test_missing_truncated_and_incomplete_files(tmp_path):
     np.savez(tmp_path / "partial.npz", **partial)
     with pytest.raises(ValueError, match=r"lacks the arrays \['y_test'\]"):
         load_npz(tmp_path / "partial.npz")
+
+
+def _npz_with_header(path, header: dict, data: bytes, arrays: dict) -> None:
+    """An .npz of ``arrays`` whose ``x_train`` member is an .npy header ``header`` followed by ``data``."""
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, header)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x_train.npy", member.getvalue() + data)
+        for key in ("y_train", "x_test", "y_test"):
+            with archive.open(f"{key}.npy", "w") as out:
+                np.lib.format.write_array(out, arrays[key])
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (
+            {"descr": "|u1", "fortran_order": False, "shape": (20, 3, 8, 8)},
+            r"shape \[N, H, W, 3\] \(NHWC RGB\), got \(20, 3, 8, 8\)",
+        ),
+        ({"descr": "<f4", "fortran_order": False, "shape": (20, 8, 8, 3)}, "x_train must be uint8 images"),
+        ({"descr": "|u1", "fortran_order": False, "shape": (19, 8, 8, 3)}, "has 19 images but y_train has 20"),
+        (
+            {"descr": "|u1", "fortran_order": False, "shape": (10**9, 8, 8, 3)},
+            r"declares shape \(1000000000, 8, 8, 3\) of uint8 .* but holds 15360 bytes",
+        ),
+        ({"descr": "|O", "fortran_order": False, "shape": (20, 8, 8, 3)}, "dtype object, which is never loaded"),
+    ],
+)
+def test_what_the_headers_declare_is_refused_before_any_array_is_read(tmp_path, monkeypatch, header, message):
+    arrays = _arrays()
+    _npz_with_header(tmp_path / "d.npz", header, bytes(4 * arrays["x_train"].nbytes), arrays)  # room for float32
+
+    def must_not_read(*args):
+        raise AssertionError("an array was read although its header is refused")
+
+    monkeypatch.setattr(input_pipeline, "_npy_rows", must_not_read)
+    with pytest.raises(ValueError, match=message) as err:
+        load_npz(tmp_path / "d.npz")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed], ids=["stored", "deflated"])
+def test_the_train_limit_reads_only_the_rows_it_keeps(tmp_path, monkeypatch, save):
+    arrays = _arrays(n_train=2000)
+    save(tmp_path / "d.npz", **arrays)
+    full = load_npz(tmp_path / "d.npz")
+    read = collections.Counter()  # decompressed bytes read from each member
+    zip_read = zipfile.ZipExtFile.read
+
+    def counted(self, n=-1):
+        data = zip_read(self, n)
+        read[self.name] += len(data)
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", counted)
+    limited = load_npz(tmp_path / "d.npz", train_limit=12)
+    row = arrays["x_train"][0].nbytes
+    assert 12 * row <= read["x_train.npy"] <= 12 * row + 2 * 128  # the rows kept, and the header read twice
+    assert read["x_test.npy"] >= arrays["x_test"].nbytes  # the test split is read whole
+    for key in ("x_train", "y_train"):
+        np.testing.assert_array_equal(getattr(limited, key), getattr(full, key)[:12])
+    for key in ("x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(limited, key), getattr(full, key))
+
+
+def test_fortran_ordered_and_big_endian_members_load_as_written(tmp_path):
+    arrays = _arrays()
+    np.savez(tmp_path / "d.npz", **{**arrays, "x_train": np.asfortranarray(arrays["x_train"]),
+                                    "y_train": arrays["y_train"].astype(">i8")})  # fmt: skip
+    data = load_npz(tmp_path / "d.npz", train_limit=7)
+    np.testing.assert_array_equal(data.x_train, arrays["x_train"][:7])
+    np.testing.assert_array_equal(data.y_train, arrays["y_train"][:7])
+
+
+def test_a_train_limit_below_one_is_refused(tmp_path):
+    np.savez(tmp_path / "d.npz", **_arrays())
+    for limit in (0, -1):
+        with pytest.raises(ValueError, match=f"train_limit must be a positive integer, got {limit}"):
+            load_npz(tmp_path / "d.npz", train_limit=limit)
 
 
 def test_architecture_split_is_disjoint_and_covers_the_training_set():

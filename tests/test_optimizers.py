@@ -5,12 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from asose_jax.nn.optimizers import arch_optimizer, descend, weight_optimizer
-from asose_jax.search.config import SearchConfig
 
 
 def test_sgd_clips_then_adds_weight_decay_then_momentum():
-    config = SearchConfig(weight_decay=0.1, momentum=0.9, grad_clip=1.0)
-    tx = weight_optimizer(config)
+    tx = weight_optimizer(grad_clip=1.0, weight_decay=0.1, momentum=0.9)
     params = {"w": jnp.array([1.0, -2.0])}
     grads = {"w": jnp.array([3.0, 4.0])}  # norm 5 -> clipped to norm 1
     state = tx.init(params)
@@ -25,8 +23,7 @@ def test_sgd_clips_then_adds_weight_decay_then_momentum():
 
 
 def test_adam_adds_weight_decay_to_the_gradient():
-    config = SearchConfig(arch_lr=0.01, arch_b1=0.5, arch_b2=0.999, arch_weight_decay=0.1)
-    tx = arch_optimizer(config)
+    tx = arch_optimizer(lr=0.01, b1=0.5, b2=0.999, weight_decay=0.1)
     params = {"a": jnp.array([2.0])}
     updates, _ = tx.update({"a": jnp.array([0.0])}, tx.init(params), params)
     # First Adam step moves by -lr * sign(g + wd * p) (bias-corrected m / sqrt(v)).

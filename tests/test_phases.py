@@ -41,7 +41,7 @@ IDX_A, IDX_B = np.array([0, 1, 2, 3], np.int32), np.array([8, 9, 10, 11], np.int
 @pytest.mark.parametrize("uniform", [True, False], ids=["warmup", "retrain"])
 def test_weight_iteration_trains_weights_only(uniform):
     state, iterations, images, labels = phase_setup("alternate")
-    new, metrics = iterations.weights(fresh(state), images, labels, IDX_A, np.bool_(uniform))
+    new, metrics = iterations.weight_step(fresh(state), images, labels, IDX_A, np.bool_(uniform))
     assert changed(state["params"], new["params"]) and changed(state["batch_stats"], new["batch_stats"])
     assert not changed(state["arch"], new["arch"]) and not changed(state["arch_opt"], new["arch_opt"])
     assert int(new["step"]) == int(state["step"]) + 1 and np.isfinite(metrics["loss"])
@@ -50,7 +50,7 @@ def test_weight_iteration_trains_weights_only(uniform):
 @pytest.mark.parametrize("arch_phase", ["alternate", "alpha-only"])
 def test_arch_iteration_trains_logits_only(arch_phase):
     state, iterations, images, labels = phase_setup(arch_phase)
-    new, metrics = iterations.arch(fresh(state), images, labels, IDX_A, IDX_B)
+    new, metrics = iterations.arch_step(fresh(state), images, labels, IDX_A, IDX_B)
     assert changed(state["arch"], new["arch"]) and np.isfinite(metrics["arch_loss"])
     for frozen in ("params", "batch_stats", "weight_opt"):
         assert not changed(state[frozen], new[frozen]), frozen
@@ -60,9 +60,9 @@ def test_arch_iteration_trains_logits_only(arch_phase):
 
 def test_arch_step_learns_from_the_held_out_batch_only():
     state, iterations, images, labels = phase_setup("alternate")
-    base, _ = iterations.arch(fresh(state), images, labels, IDX_A, IDX_B)
-    other_train, _ = iterations.arch(fresh(state), images, labels, IDX_A + 4, IDX_B)
-    other_held_out, _ = iterations.arch(fresh(state), images, labels, IDX_A, IDX_B + 4)
+    base, _ = iterations.arch_step(fresh(state), images, labels, IDX_A, IDX_B)
+    other_train, _ = iterations.arch_step(fresh(state), images, labels, IDX_A + 4, IDX_B)
+    other_held_out, _ = iterations.arch_step(fresh(state), images, labels, IDX_A, IDX_B + 4)
     assert not changed(base["arch"], other_train["arch"])  # first order: the training batch is not used
     assert changed(base["arch"], other_held_out["arch"])
 

@@ -149,13 +149,56 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(npz_path, tmp_pa
     assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(state["params"]))
 
 
-def test_nan_policy_skip_drops_the_bad_updates_and_counts_them(npz_path, tmp_path):
+def test_the_nan_advice_works_as_printed(npz_path, reference_run, tmp_path):
+    """The stop says to rerun the same command with a lower learning rate: done literally (no checkpoint
+    predates the blow-up here, so the rerun starts over), it finishes, and config.json records the change."""
     workdir = tmp_path / "run"
-    done = run(npz_path, workdir, "--weight-lr", "1e30", "--nan-policy", "skip")
-    assert done.returncode == 0, done.stderr[-2000:]
+    failed = run(npz_path, workdir, "--weight-lr", "1e30", "--checkpoint-every", "0")
+    message = failed.stderr.strip().splitlines()[-1]
+    assert failed.returncode == 2 and "rerun the same command with a lower --weight-lr" in message, message
+    smoke_lr = str(cifar10_search.preset("smoke").search.weight_lr)
+    rerun = run(npz_path, workdir, "--weight-lr", smoke_lr, "--checkpoint-every", "0")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["search"]["weight_lr"] == float(smoke_lr)
+    assert config["changes"] == [{"step": 0, "setting": "search.weight_lr", "from": 1e30, "to": float(smoke_lr)}]
+    assert metrics(workdir) == metrics(reference_run)  # started over: the run the lower rate gives
+
+
+def test_nan_policy_skip_stops_a_run_that_skips_every_update(npz_path, tmp_path):
+    workdir = tmp_path / "run"
+    failed = run(npz_path, workdir, "--weight-lr", "1e30", "--nan-policy", "skip")
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    message = failed.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: --nan-policy skip dropped every update of the epoch"), message
+    assert not (workdir / "summary.json").exists()
     epochs = [r for r in metrics(workdir) if r["event"] == "epoch"]
     assert sum(r.get("skipped_steps", 0) for r in epochs) > 0
     assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(final_state(workdir)["params"]))
+
+
+def test_nan_policy_skip_stops_past_its_limit_and_counts_in_the_summary(npz_path, tmp_path):
+    workdir = tmp_path / "run"
+    failed = run(npz_path, workdir, "--weight-lr", "1e30", "--nan-policy", "skip", "--max-skipped-steps", "1")
+    message = failed.stderr.strip().splitlines()[-1]
+    assert failed.returncode == 2 and "dropped 2 updates by step 3" in message, message
+    assert "more than --max-skipped-steps 1" in message
+    done = run(npz_path, tmp_path / "fine", "--nan-policy", "skip")
+    assert done.returncode == 0 and json.loads((tmp_path / "fine" / "summary.json").read_text())["skipped_steps"] == 0
+
+
+def test_a_second_process_on_a_live_run_directory_is_refused(npz_path, reference_run, tmp_path):
+    workdir = tmp_path / "run"
+    first = subprocess.Popen(command(npz_path, workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while first.poll() is None and not _has('"step": 2,')(workdir):
+        time.sleep(0.01)
+    second = run(npz_path, workdir)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1, second.stderr[-2000:]
+    assert lines[0].startswith(f"error: --workdir {workdir} is in use by process {first.pid} on "), lines[0]
+    assert_same_run(reference_run, workdir)  # the first run's files are intact
 
 
 def _leaves(tree):

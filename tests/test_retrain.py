@@ -14,12 +14,12 @@ import pytest
 from conftest import IMAGE, write_tiny_npz
 from run_files import check_against_committed, run_files
 
+from asose_jax.runtime.checkpointing import Checkpoints
 from asose_jax.runtime.metrics_log import read_metrics
-from asose_jax.spaces.genotypes import ChainGenotype, genotype_to_json
+from asose_jax.spaces.genotypes import PUBLISHED, ChainGenotype, genotype_to_json
 from asose_jax.spaces.networks import build_network
-from asose_jax.train import driver as retrain
 from asose_jax.train.config import recipe
-from asose_jax.train.steps import init_train_state, make_train_step, scan_steps
+from asose_jax.train.steps import flops_per_image, init_train_state, make_train_step, scan_steps
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -134,7 +134,7 @@ def test_killed_run_continues_to_the_same_result(tmp_path, npz_path, monkeypatch
         return _args(str(genotype), npz_path, workdir, "--epochs", "3")
 
     assert cifar10_train.main(args(tmp_path / "whole")) == 0
-    save = retrain.Checkpoints.save
+    save = Checkpoints.save
 
     def save_then_die(self, step, state, progress):
         save(self, step, state, progress)
@@ -142,7 +142,7 @@ def test_killed_run_continues_to_the_same_result(tmp_path, npz_path, monkeypatch
             self.manager.wait_until_finished()
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(retrain.Checkpoints, "save", save_then_die)
+    monkeypatch.setattr(Checkpoints, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         cifar10_train.main(args(tmp_path / "killed"))
     monkeypatch.undo()
@@ -202,3 +202,17 @@ def test_cli_subprocess_bad_genotype_has_no_traceback(tmp_path, npz_path):
                              *_args(str(bad), npz_path, tmp_path / "run")], capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith("error: genotype file") and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("name", "depth"), [("DARTS_V2", 12), ("NB201_BEST", 2)])
+def test_flops_of_scanned_cells_count_every_cell(name, depth):
+    """XLA's cost analysis counts a loop body once; a network that scans its cells counts as its unrolled twin."""
+    images = jax.ShapeDtypeStruct((1, IMAGE, IMAGE, 3), jnp.float32)
+    counts, layouts = [], []
+    for scan in (True, False):
+        net = build_network(PUBLISHED[name], init_channels=4, depth=depth, scan_cells=scan)
+        variables = jax.eval_shape(lambda x, net=net: net.init(jax.random.key(0), x, train=False), images)
+        counts.append(flops_per_image(net, variables, (IMAGE, IMAGE, 3)))
+        layouts.append(jax.tree_util.tree_structure(variables))
+    assert layouts[0] != layouts[1]  # the first network does scan (DARTS: 12 cells, the fewest with a run)
+    assert counts[0] == pytest.approx(counts[1], rel=0.02)

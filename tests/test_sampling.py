@@ -1,3 +1,5 @@
+import json
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -7,6 +9,7 @@ import pytest
 from asose_jax.nn.schedules import learning_rate_schedule, temperature_schedule
 from asose_jax.search.sampling import (
     argmax_edge_weights,
+    decisiveness,
     dirichlet_concentration,
     edge_entropy,
     expected_edge_weights,
@@ -63,6 +66,21 @@ def test_argmax_weights_and_entropy():
     chex.assert_trees_all_equal(one_hot["normal"][0], jnp.array([0.0, 0.0, 1.0, 0.0]))
     entropy = edge_entropy(LOGITS)
     chex.assert_trees_all_close(entropy["reduce"], jnp.full(2, np.log(4)), atol=1e-6)
+
+
+def test_decisiveness_is_the_margin_between_the_two_strongest_weights():
+    # By hand: softmax(log [6, 3, 1]) = [0.6, 0.3, 0.1], margin 0.3; softmax(log [1, 1, 2]) = [0.25, 0.25, 0.5],
+    # margin 0.25; equal logits tie, margin 0.
+    logits = {"normal": jnp.log(jnp.array([[6.0, 3.0, 1.0], [1.0, 1.0, 2.0]])), "reduce": jnp.zeros((1, 3))}
+    weights = {n: jax.nn.softmax(a, -1) for n, a in logits.items()}
+    got = decisiveness(weights)
+    assert set(got) == {"margins", "min_margin"} and set(got["margins"]) == {"normal", "reduce"}
+    chex.assert_trees_all_close(got["margins"]["normal"], [0.6 - 0.3, 0.5 - 0.25], atol=1e-6)
+    chex.assert_trees_all_close(got["margins"]["reduce"], [0.0], atol=1e-6)
+    assert got["min_margin"] == pytest.approx(0.0, abs=1e-6)
+    as_recorded = decisiveness({"e": [[0.1, 0.7, 0.2]], "one_op": [[1.0]]})  # JSON lists; a lone op keeps its weight
+    assert as_recorded == {"margins": {"e": [pytest.approx(0.5)], "one_op": [1.0]}, "min_margin": pytest.approx(0.5)}
+    json.dumps(got)  # JSON-ready: plain floats
 
 
 @pytest.mark.parametrize("kind", ["exponential", "linear"])

@@ -42,16 +42,16 @@ def finished_run(npz_path, tmp_path_factory):
     def recording(model, config, mesh, jitted=None):
         inner = make_iterations(model, config, mesh, jitted)
 
-        def weights(state, images, labels, idx, uniform):
+        def weight_step(state, images, labels, idx, uniform):
             seen["weights"].append(np.asarray(idx))
-            return inner.weights(state, images, labels, idx, uniform)
+            return inner.weight_step(state, images, labels, idx, uniform)
 
-        def arch(state, images, labels, weight_idx, arch_idx):
+        def arch_step(state, images, labels, weight_idx, arch_idx):
             seen["arch"].append(np.asarray(arch_idx))
             seen["arch_train"].append(np.asarray(weight_idx))
-            return inner.arch(state, images, labels, weight_idx, arch_idx)
+            return inner.arch_step(state, images, labels, weight_idx, arch_idx)
 
-        return inner._replace(weights=weights, arch=arch)
+        return inner._replace(weight_step=weight_step, arch_step=arch_step)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(search_run, "make_iterations", recording)

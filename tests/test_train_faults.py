@@ -90,16 +90,39 @@ def test_a_non_finite_loss_stops_at_its_step_before_any_checkpoint_holds_it(npz_
     failed = run(npz_path, tmp_path / "run", "--lr", "1e30", "--grad-clip", "0")
     assert failed.returncode == 2
     message = failed.stderr.strip().splitlines()[-1]
-    assert re.match(r"error: non-finite (loss|grad_norm) at step \d+; the last checkpoint is kept", message), message
+    assert re.match(
+        r"error: non-finite (loss|grad_norm) at step \d+ \(epoch 1\); the last checkpoint is kept", message
+    ), message
     assert "--nan-policy skip" in message
     assert not has_checkpoint(tmp_path / "run")  # the step was caught before the first save (after step 4)
 
 
-def test_nan_policy_skip_drops_the_bad_updates_and_counts_them(npz_path, tmp_path):
-    done = run(npz_path, tmp_path / "run", "--lr", "1e30", "--grad-clip", "0", "--nan-policy", "skip")
-    assert done.returncode == 0, done.stderr[-2000:]
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert sum(r["skipped_steps"] for r in records if r["event"] == "epoch") > 0
+def test_nan_policy_skip_stops_a_run_that_skips_every_update(npz_path, tmp_path):
+    failed = run(npz_path, tmp_path / "run", "--lr", "1e30", "--grad-clip", "0", "--nan-policy", "skip")
+    message = failed.stderr.strip().splitlines()[-1]
+    assert failed.returncode == 2 and message.startswith("error: --nan-policy skip dropped every update"), message
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_nan_policy_skip_stops_past_its_limit(npz_path, tmp_path):
+    flags = ("--lr", "1e30", "--grad-clip", "0", "--nan-policy", "skip", "--max-skipped-steps", "2")
+    failed = run(npz_path, tmp_path / "run", *flags)
+    message = failed.stderr.strip().splitlines()[-1]
+    assert failed.returncode == 2 and "dropped 3 updates" in message and "--max-skipped-steps 2" in message, message
+
+
+def test_the_nan_advice_works_as_printed(npz_path, uninterrupted, tmp_path):
+    """Rerunning the same command with a lower --lr, as the stop says, continues (here: starts over, no checkpoint
+    predates the blow-up) and finishes as a run with that rate; config.json records the change."""
+    workdir = tmp_path / "run"
+    failed = run(npz_path, workdir, "--lr", "1e30")
+    message = failed.stderr.strip().splitlines()[-1]
+    assert failed.returncode == 2 and "rerun the same command with a lower --lr" in message, message
+    fast_lr = str(json.loads((uninterrupted / "config.json").read_text())["lr"])
+    rerun = run(npz_path, workdir, "--lr", fast_lr)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert json.loads((workdir / "config.json").read_text())["changes"][0]["to"] == float(fast_lr)
+    assert comparable(workdir)["metrics"] == comparable(uninterrupted)["metrics"]
 
 
 def test_dry_run_writes_the_network_size_and_trains_nothing(tmp_path):

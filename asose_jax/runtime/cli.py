@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import pathlib
 import types
 import typing
@@ -82,8 +83,20 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults) -> No
             continue
         choices = meta["choices"]
         metavar = meta["metavar"] or ("{" + ",".join(choices) + "}" if choices else _METAVARS.get(flag.kind, "VALUE"))
-        parser.add_argument(*flag.names, dest=flag.dest, type=meta["parse"] or flag.kind, default=None,
+        kind = finite_float if flag.kind is float else flag.kind
+        parser.add_argument(*flag.names, dest=flag.dest, type=meta["parse"] or kind, default=None,
                             metavar=metavar, help=text)  # fmt: skip
+
+
+def finite_float(text: str) -> float:
+    """The type of float flags: a number, and finite (``inf`` or ``nan`` would poison a run)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def given_settings(args: argparse.Namespace, cls: type) -> dict:

@@ -7,13 +7,17 @@ pipeline is a gather plus a few elementwise ops inside jit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
 import pathlib
 import socket
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
+from typing import IO, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +28,7 @@ import numpy as np
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+NPY_READ_CHUNK = 1 << 20  # bytes per read of an .npz member
 # Help of the data flags, which both command-line entry points take.
 DATA_HELP = "data source: tfds (CIFAR-10 via tensorflow-datasets) or npz:PATH"
 DATA_DIR_HELP = "tensorflow-datasets directory (default: ~/tensorflow_datasets)"
@@ -63,31 +68,118 @@ def validate_arrays(arrays: ImageArrays, source: str) -> ImageArrays:
     return arrays
 
 
+class _NpyHeader(NamedTuple):
+    """What the header of one .npy member of an .npz declares, and how many data bytes the member holds."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran_order: bool
+    data_bytes: int
+
+
 def load_npz(path: str | pathlib.Path, train_limit: int | None = None, num_classes: int = 10) -> ImageArrays:
-    """Reads ``x_train, y_train, x_test, y_test`` from an .npz; keeps the first ``train_limit`` training images."""
+    """Reads ``x_train, y_train, x_test, y_test`` from an .npz; keeps the first ``train_limit`` training images.
+
+    The dtypes and shapes that the members' .npy headers declare are validated before any array is read, and
+    of the training arrays only the first ``train_limit`` rows are read (and decompressed).
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise ValueError(f"no data file at {path}: write one with experiments/prepare_cifar10.py")
+    _check_limit(train_limit)
+    with _readable(path):
+        archive = zipfile.ZipFile(path)
+    with archive:
+        missing = [k for k in NPZ_KEYS if f"{k}.npy" not in archive.namelist()]
+        if missing:
+            raise ValueError(f"{path} lacks the arrays {missing}; it needs {', '.join(NPZ_KEYS)}")
+        with _readable(path):
+            headers = {k: _npy_header(archive, k) for k in NPZ_KEYS}
+        _check_headers(headers, str(path), num_classes)
+        with _readable(path):
+            arrays = {k: _npy_rows(archive, k, train_limit if k.endswith("_train") else None) for k in NPZ_KEYS}
+    return _checked(arrays, str(path), num_classes)
+
+
+@contextlib.contextmanager
+def _readable(path: pathlib.Path) -> Iterator[None]:
+    """Turns what a damaged .npz raises (zipfile, zlib, numpy's header parser, a short member) into one line."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in NPZ_KEYS if k not in data.files]
-            if missing:
-                raise ValueError(f"{path} lacks the arrays {missing}; it needs {', '.join(NPZ_KEYS)}")
-            arrays = {k: data[k] for k in NPZ_KEYS}
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{path} is not a readable .npz file ({err}); regenerate it") from None
-    except ValueError as err:  # numpy's answer to bytes that are no archive, or to object arrays
-        first_line = str(err).splitlines()[0][:120]
+        yield
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
         raise ValueError(f"{path} is not a readable .npz file ({first_line}); regenerate it") from None
-    return _checked(_limited(arrays, train_limit), str(path), num_classes)
+
+
+def _read_header(member: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the header of an .npy stream, which is left at the array's data."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    version = np.lib.format.read_magic(member)
+    if version not in readers:
+        raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    return readers[version](member)
+
+
+def _npy_header(archive: zipfile.ZipFile, key: str) -> _NpyHeader:
+    """The header of the member ``key`` of an .npz, read without its data."""
+    with archive.open(f"{key}.npy") as member:
+        shape, fortran_order, dtype = _read_header(member)
+        return _NpyHeader(dtype, shape, fortran_order, archive.getinfo(f"{key}.npy").file_size - member.tell())
+
+
+def _check_headers(headers: dict[str, _NpyHeader], source: str, num_classes: int) -> None:
+    """Refuses, before any array is read, what the headers declare wrongly: object or sub-array dtypes, more
+    data than the member holds, and what ``validate_arrays`` refuses but label values."""
+    for key, header in headers.items():
+        if header.dtype.hasobject or header.dtype.subdtype is not None:
+            raise ValueError(
+                f"{source}: {key} has dtype {header.dtype}, which is never loaded; "
+                "write the file again with experiments/prepare_cifar10.py"
+            )
+        size = math.prod(header.shape) * header.dtype.itemsize
+        if size > header.data_bytes:
+            raise ValueError(
+                f"{source}: {key} declares shape {header.shape} of {header.dtype} ({size} bytes) but holds "
+                f"{header.data_bytes} bytes; write the file again with experiments/prepare_cifar10.py"
+            )
+    # Arrays of the declared dtypes and shapes that take no memory (every element is one zero).
+    declared = {key: np.broadcast_to(np.zeros((), h.dtype), h.shape) for key, h in headers.items()}
+    validate_arrays(ImageArrays(**declared, num_classes=num_classes), source)
+
+
+def _npy_rows(archive: zipfile.ZipFile, key: str, limit: int | None) -> np.ndarray:
+    """The array ``key`` of an .npz, or its first ``limit`` rows; a C-ordered member is read no further."""
+    with archive.open(f"{key}.npy") as member:
+        shape, fortran_order, dtype = _read_header(member)
+        if fortran_order:  # the rows are not contiguous: read it all
+            return _filled(member, np.empty(shape[::-1], dtype)).T[:limit]
+        rows = shape[0] if limit is None else min(limit, shape[0])
+        return _filled(member, np.empty((rows, *shape[1:]), dtype))
+
+
+def _filled(member: IO[bytes], array: np.ndarray) -> np.ndarray:
+    """``array`` (C-contiguous) filled with the next ``array.nbytes`` bytes of ``member``, read in chunks."""
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    filled = 0
+    while filled < len(view):
+        count = member.readinto(view[filled : filled + NPY_READ_CHUNK])
+        if not count:
+            raise EOFError(f"the data end after {filled} of {len(view)} bytes")
+        filled += count
+    return array
+
+
+def _check_limit(train_limit: int | None) -> None:
+    """Refuses a ``train_limit`` that is not None or a positive integer."""
+    if train_limit is not None and train_limit < 1:
+        raise ValueError(f"train_limit must be a positive integer, got {train_limit}")
 
 
 def _limited(arrays: dict, train_limit: int | None) -> dict:
     """At most the first ``train_limit`` training images (see ``check_train_limit`` for an exact count)."""
+    _check_limit(train_limit)
     if train_limit is None:
         return arrays
-    if train_limit < 1:
-        raise ValueError(f"train_limit must be a positive integer, got {train_limit}")
     return {**arrays, "x_train": arrays["x_train"][:train_limit], "y_train": arrays["y_train"][:train_limit]}
 
 
@@ -245,7 +337,7 @@ def load_tfds(
     return _checked(_limited(arrays, train_limit), f"tfds {name}")
 
 
-def first_test_images(data: ImageArrays, test_limit: int | None) -> ImageArrays:
+def with_test_limit(data: ImageArrays, test_limit: int | None) -> ImageArrays:
     """``data`` with at most its first ``test_limit`` test images (a cap, as a preset's ``train_limit`` is)."""
     if test_limit is None:
         return data

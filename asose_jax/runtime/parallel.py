@@ -16,8 +16,9 @@ CIFAR-10) on its devices.
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
@@ -99,26 +100,26 @@ def constrain_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
 def jit_data_parallel(
     fn: Callable,
     mesh: Mesh | None,
-    batch_args: dict[int, int],
-    num_args: int,
+    batched: Mapping[str, int],
     donate_state: bool = True,
     static_model: bool = False,
 ) -> Callable:
-    """``jax.jit(fn)`` with the state (argument 0) donated. With a mesh, explicit shardings: arguments
-    in ``batch_args`` (position -> leading unsharded axes) sharded along their batch axis, the other
-    ``num_args`` arguments and every output replicated. Without a mesh, a plain jit (the baseline).
+    """``jax.jit(fn)`` with the state (the first argument) donated. With a mesh, explicit shardings by argument
+    name: the arguments named in ``batched`` (name -> leading unsharded axes, e.g. ``{"idx": 1}`` for a
+    ``[K, B]`` index stack) sharded along their batch axis, every other argument and every output replicated.
+    Without a mesh, a plain jit (the baseline). Call the result with positional arguments.
 
-    ``static_model``: ``fn`` takes a hashable model first, as a static argument (one trace per model);
-    positions above count the arguments after it.
+    ``static_model``: ``fn`` takes a hashable model first, as a static argument (one trace per model).
     """
     offset = int(static_model)
+    names = list(inspect.signature(fn).parameters)[offset:]
+    if unknown := set(batched) - set(names):
+        raise TypeError(f"{fn.__name__} has no argument {', '.join(sorted(unknown))} to shard; it takes {names}")
     static = (0,) if static_model else ()
     donate = (offset,) if donate_state else ()
     if mesh is None:
         return jax.jit(fn, static_argnums=static, donate_argnums=donate)
-    in_shardings = tuple(
-        batch_sharding(mesh, batch_args[i]) if i in batch_args else replicated(mesh) for i in range(num_args)
-    )
+    in_shardings = tuple(batch_sharding(mesh, batched[n]) if n in batched else replicated(mesh) for n in names)
     return jax.jit(fn, static_argnums=static, in_shardings=in_shardings, out_shardings=replicated(mesh),
                    donate_argnums=donate)  # fmt: skip
 

@@ -9,31 +9,49 @@ one-line error.
 
 from __future__ import annotations
 
+import fcntl
 import json
-import math
+import os
 import pathlib
 import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
 
+from asose_jax.runtime.metrics_log import write_json
+
+LOCK_FILE = "run.lock"  # the advisory lock of the process writing a run directory
 COMPUTED = "computed"  # the key of config.json that holds the driver's derived values
+CHANGES = "changes"  # the key of config.json that lists the settings changed when the run continued
 NAN_POLICIES = ("stop", "skip")  # at a non-finite loss or gradient: end the run, or drop that update
 NAN_POLICY_HELP = "stop: end the run at a non-finite loss or gradient; skip: drop that update"
+MAX_SKIPPED_DEFAULT = 100
+MAX_SKIPPED_HELP = "with --nan-policy skip: stop the run once it dropped more updates than this"
 
 
-def existing_config(workdir: pathlib.Path) -> dict | None:
+def existing_config(workdir: pathlib.Path, resume: bool = False, dry_run: bool = False) -> dict | None:
     """The saved configuration of the unfinished run (search or training) in ``workdir``, or None for a new or
     empty directory.
 
-    Refuses a file, a directory that holds something other than a run, and a finished run.
+    Refuses a file, a directory that holds something other than a run, a finished run, ``resume`` without a run
+    and ``dry_run`` in a directory that holds one.
     """
+    saved = _saved_config(workdir)
+    if resume and saved is None:
+        raise ValueError(f"--resume: no run in --workdir {workdir}; start one without --resume")
+    if dry_run and saved is not None:
+        raise ValueError(f"--dry-run: --workdir {workdir} already holds a run; choose a new --workdir")
+    return saved
+
+
+def _saved_config(workdir: pathlib.Path) -> dict | None:
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir} is a file; choose a directory")
-    if not workdir.is_dir() or not any(workdir.iterdir()):
+    if not workdir.is_dir() or not any(p.name != LOCK_FILE for p in workdir.iterdir()):
         return None
     try:
         saved = json.loads((workdir / "config.json").read_text())
@@ -49,14 +67,10 @@ def existing_config(workdir: pathlib.Path) -> dict | None:
     return saved
 
 
-def first_difference(saved: dict, requested: dict, resumable: Sequence[str] = ()) -> tuple[str, object, object] | None:
-    """The first setting (``"batch_size"``, ``"search.sampler"``...) whose value differs:
-    ``(name, saved value, requested value)``, or None. ``resumable`` settings are ignored; the user's settings
-    come before nested ones and the ``computed`` values the driver derives from them."""
-    return _difference(saved, requested, tuple(resumable))
-
-
 def _difference(saved: dict, requested: dict, skip: tuple[str, ...]) -> tuple[str, object, object] | None:
+    """The first setting (``"batch_size"``, ``"search.sampler"``...) whose value differs: ``(name, saved value,
+    requested value)``, or None. Settings named in ``skip`` are ignored; the user's settings come before nested
+    ones and the ``computed`` values the driver derives from them."""
     keys = sorted(dict.fromkeys([*saved, *requested]), key=lambda k: (k == COMPUTED, isinstance(saved.get(k), dict)))
     for key in keys:
         if key in skip:
@@ -83,7 +97,7 @@ def check_same_settings(
 ) -> None:
     """Refuses to continue the run in ``workdir`` with settings other than its own, naming the first one by its
     flag: ``search.batch_size`` -> ``--batch-size``, or ``renamed_flags[field]`` (e.g. ``op_names`` -> ``--ops``)."""
-    if saved is not None and (difference := first_difference(saved, requested, resumable)):
+    if saved is not None and (difference := _difference(saved, requested, (*resumable, CHANGES))):
         setting, old, new = difference
         field = setting.split(".")[-1]
         flag = (renamed_flags or {}).get(field, "--" + field.replace("_", "-"))
@@ -93,17 +107,30 @@ def check_same_settings(
         )
 
 
-def check_finite(fetched: Sequence[Mapping[str, float]], first_step: int, keys: Sequence[str], where: str,
-                 fix: str) -> None:  # fmt: skip
-    """``--nan-policy stop``: raises FloatingPointError at the first of the per-step metrics ``fetched`` (the first
-    being global step ``first_step``) whose value under one of ``keys`` is not finite, naming it, ``where`` it
-    happened and the ``fix``; the newest checkpoint is older, so it is kept."""
-    for i, metrics in enumerate(fetched):
-        if bad := [k for k in keys if k in metrics and not math.isfinite(metrics[k])]:
-            raise FloatingPointError(
-                f"non-finite {bad[0]} at step {first_step + i}{where}; the last checkpoint is kept: {fix}, "
-                "or pass --nan-policy skip"
-            )
+def _flattened(settings: dict, prefix: str = "") -> dict[str, object]:
+    """``{"search.weight_lr": 0.025, ...}``: the settings of a nested ``config.json`` by dotted path."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flattened(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = _as_list(value)
+    return flat
+
+
+def record_changes(
+    workdir: pathlib.Path, saved: dict, requested: dict, resumable: Sequence[str], step: int
+) -> list[str]:
+    """When a run continues with other values of ``resumable`` settings (e.g. a lower learning rate after a
+    non-finite loss), rewrites its ``config.json`` with them and appends ``{step, setting, from, to}`` to its
+    ``changes``; returns one line per change. The settings saved before stay in ``changes``."""
+    old = _flattened({k: v for k, v in saved.items() if k not in (CHANGES, COMPUTED)})
+    new = _flattened({k: v for k, v in requested.items() if k != COMPUTED})
+    changes = [{"step": step, "setting": path, "from": old.get(path), "to": value} for path, value in new.items()
+               if path.split(".")[-1] in resumable and old.get(path) != value]  # fmt: skip
+    if changes:
+        write_json(workdir / "config.json", {**requested, CHANGES: [*saved.get(CHANGES, []), *changes]})
+    return [f"{c['setting']} changed from {c['from']!r} to {c['to']!r} at step {step}" for c in changes]
 
 
 def config_record(settings: dict, computed: dict) -> dict:
@@ -112,12 +139,49 @@ def config_record(settings: dict, computed: dict) -> dict:
     return {**settings, COMPUTED: computed}
 
 
-def create(workdir: pathlib.Path) -> None:
-    """Creates ``workdir`` (and its parents), or raises a one-line ValueError."""
+class RunDirectoryLock:
+    """An advisory lock (``flock``) on ``workdir/run.lock``, held while a process writes the run directory: a
+    second process is refused before it writes anything. The OS releases it when the process ends, however it
+    ends, so a killed run leaves no stale lock. Only process 0 of a multi-host run writes, so only it locks."""
+
+    def __init__(self, workdir: pathlib.Path, enabled: bool = True):
+        self.path, self._fd = workdir / LOCK_FILE, None
+        if not enabled:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ValueError(
+                f"--workdir {workdir} is in use by {holder}; wait for it to finish or stop it, or choose a new "
+                "--workdir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {os.uname().nodename} (since {time.strftime('%H:%M:%S')})".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def create(workdir: pathlib.Path, lock: bool = True) -> RunDirectoryLock:
+    """Creates ``workdir`` (and its parents) and locks it for this process (``lock``: process 0 of the run), or
+    raises a one-line ValueError; nothing is written into it before the lock is held."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ValueError(f"cannot create --workdir {workdir}: {err.strerror}") from None
+    return RunDirectoryLock(workdir, lock)
+
+
+def default_workdir(name: str) -> str:
+    """``runs/<name>-<date>-<time>-<pid>``: a new run's directory, which two runs started in the same second on one
+    machine do not share."""
+    return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
 def device_description() -> str:

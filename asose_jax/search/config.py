@@ -11,7 +11,6 @@ from asose_jax.search.regularizers import ARCH_REGULARIZERS
 from asose_jax.search.sampling import SAMPLERS, check_sampler, uses_temperature
 from asose_jax.spaces import SPACES
 
-EVAL_WEIGHTS = ("softmax", "argmax")
 COMPUTED = ("num_classes", "total_steps")  # set by the search driver from the data and the cycle, not by the user
 
 
@@ -50,7 +49,6 @@ class SearchConfig:
     tau_max: float = setting(5.0, "initial Gumbel temperature")
     tau_min: float = setting(0.1, "final Gumbel temperature")
     tau_schedule: str = setting("exponential", "temperature schedule", choices=TEMPERATURE_SCHEDULES)
-    eval_weights: str = "softmax"
     arch_init_scale: float = setting(1e-3, "std of the initial architecture logits")
     # Schedules.
     total_steps: int = 1000  # computed: set by the driver from the data size and the cycle
@@ -81,8 +79,6 @@ class SearchConfig:
             raise ValueError(f"unknown tau_schedule {self.tau_schedule!r}; use one of {TEMPERATURE_SCHEDULES}")
         if not 0 < self.tau_min <= self.tau_max:
             raise ValueError(f"temperatures need 0 < tau_min <= tau_max, got {self.tau_min}, {self.tau_max}")
-        if self.eval_weights not in EVAL_WEIGHTS:
-            raise ValueError(f"unknown eval_weights {self.eval_weights!r}; use one of {EVAL_WEIGHTS}")
         if self.arch_regularizer not in ARCH_REGULARIZERS:
             raise ValueError(
                 f"unknown --arch-regularizer {self.arch_regularizer!r}; use one of {', '.join(ARCH_REGULARIZERS)}"

@@ -25,36 +25,34 @@ import pathlib
 from asose_jax.runtime import plots
 from asose_jax.runtime.checkpointing import has_checkpoint
 from asose_jax.runtime.cli import flag_names
-from asose_jax.runtime.faults import fault_point
 from asose_jax.runtime.input_pipeline import (
+    ImageArrays,
     check_train_limit,
-    first_test_images,
     load_data,
     split_for_architecture,
+    with_test_limit,
 )
 from asose_jax.runtime.metrics_log import write_json
-from asose_jax.runtime.parallel import (
-    check_batch_size,
-    is_primary,
-    make_mesh,
-)
+from asose_jax.runtime.parallel import check_batch_size, is_primary, make_mesh
 from asose_jax.runtime.rundir import (
     COMPUTED,
-    catch_stop_signals,
     check_same_settings,
     config_record,
     create,
     device_description,
     existing_config,
+    record_changes,
 )
 from asose_jax.search import cycle
 from asose_jax.search.config import SearchConfig
 from asose_jax.search.iterations import SUPERNET, param_counts, validation_measure
 from asose_jax.search.methods import method_of
-from asose_jax.search.nb201_table import load_nb201_table
+from asose_jax.search.nb201_table import NB201Table, load_nb201_table
 from asose_jax.search.run_config import RESUMABLE_CHANGES, RunConfig
+from asose_jax.search.sampling import decisiveness
 from asose_jax.search.search_run import SearchRun
 from asose_jax.search.steps import build_model
+from asose_jax.spaces import get_space
 from asose_jax.spaces.genotypes import genotype_to_json
 
 SCANNED_CELLS = "scanned_cells"  # computed: whether the supernet's cells (or DARTS edges) are scanned, as saved
@@ -67,7 +65,46 @@ def cell_layout(search: SearchConfig, saved: dict | None) -> bool | None:
     if search.scan_cells is not None or saved is None:
         return search.scan_cells
     computed = saved.get(COMPUTED, {})
-    return computed.get(SCANNED_CELLS, search.space == "darts")
+    return computed.get(SCANNED_CELLS, get_space(search.space).scanned_unrecorded)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What a search needs before its run directory is touched: the completed config, data, phases, model and
+    table, the config.json record and the dry run's summary."""
+
+    config: RunConfig
+    data: ImageArrays
+    phases: tuple[cycle.Phase, ...]
+    model: object
+    table: NB201Table | None
+    config_json: dict
+    summary: dict
+
+
+def prepare(config: RunConfig, saved: dict | None, exact_train_limit: bool) -> Prepared:
+    """Loads and checks everything a search needs (data, table, model, schedule), so that bad input fails before
+    the run directory is created. ``exact_train_limit`` refuses a ``train_limit`` above the data (the user's
+    own); else it is a cap (a preset's, e.g. ``smoke``)."""
+    table = load_nb201_table(config.nb201_table) if config.nb201_table else None  # checked before any training
+    data = with_test_limit(load_data(config.data, config.data_dir, config.train_limit), config.test_limit)
+    if exact_train_limit:
+        check_train_limit(data, config.train_limit)
+    n_arch = len(split_for_architecture(len(data.x_train), config.arch_split, config.search.seed)[1])
+    n_weight = len(data.x_train) - n_arch
+    search = dataclasses.replace(
+        config.search, num_classes=data.num_classes, total_steps=cycle.total_steps(config, n_weight, n_arch)
+    )
+    config = dataclasses.replace(config, search=search)
+    model = build_model(dataclasses.replace(search, scan_cells=cell_layout(search, saved)))
+    image_shape = data.x_train.shape[1:]
+    computed = {"total_steps": search.total_steps, "num_classes": search.num_classes, "op_names": list(model.op_names),
+                SCANNED_CELLS: getattr(model, "scan_cells", None)}  # fmt: skip
+    summary = {"params": param_counts(model, image_shape), "device": device_description(),
+               "data": {"weight_split": n_weight, "arch_split": n_arch, "test": len(data.x_test),
+                        "image_shape": list(image_shape)}}  # fmt: skip
+    phases = cycle.cycle_phases(config, n_weight, n_arch)
+    return Prepared(config, data, phases, model, table, config_record(config.to_json(), computed), summary)
 
 
 def train_and_evaluate(
@@ -81,84 +118,70 @@ def train_and_evaluate(
 
     A ``workdir`` that holds an unfinished run with the same settings continues from its newest
     checkpoint (``resume`` requires one). ``dry_run`` loads the data, builds the model and writes
-    ``config.json`` and a ``summary.json`` with the parameter counts, without training. ``exact_train_limit``
-    refuses a ``train_limit`` above the data (the user's own); else it is a cap (a preset's, e.g. ``smoke``).
+    ``config.json`` and a ``summary.json`` with the parameter counts, without training.
     """
     workdir = pathlib.Path(workdir)
-    saved = existing_config(workdir)
-    if resume and saved is None:
-        raise ValueError(f"--resume: no run in --workdir {workdir}; start one without --resume")
-    if dry_run and saved is not None:
-        raise ValueError(f"--dry-run: --workdir {workdir} already holds a run; choose a new --workdir")
-    table = load_nb201_table(config.nb201_table) if config.nb201_table else None  # checked before any training
-    data = first_test_images(load_data(config.data, config.data_dir, config.train_limit), config.test_limit)
-    if exact_train_limit:
-        check_train_limit(data, config.train_limit)
-    n_arch = len(split_for_architecture(len(data.x_train), config.arch_split, config.search.seed)[1])
-    n_weight = len(data.x_train) - n_arch
-    phases = cycle.cycle_phases(config, n_weight, n_arch)
-    search = dataclasses.replace(
-        config.search, num_classes=data.num_classes, total_steps=cycle.total_steps(config, n_weight, n_arch)
-    )
-    config = dataclasses.replace(config, search=search)
-    model = build_model(dataclasses.replace(search, scan_cells=cell_layout(search, saved)))
-    image_shape = data.x_train.shape[1:]
-    computed = {"total_steps": search.total_steps, "num_classes": search.num_classes, "op_names": list(model.op_names),
-                SCANNED_CELLS: getattr(model, "scan_cells", None)}  # fmt: skip
-    config_json = config_record(config.to_json(), computed)
-    # A run saved before the layout was recorded lacks it; cell_layout gave it the layout it was saved in.
-    check_same_settings(workdir, saved, config_json, (*RESUMABLE_CHANGES, SCANNED_CELLS), flag_names(RunConfig))
-    summary = {"params": param_counts(model, image_shape), "device": device_description(),
-               "data": {"weight_split": n_weight, "arch_split": n_arch, "test": len(data.x_test),
-                        "image_shape": list(image_shape)}}  # fmt: skip
+    saved = existing_config(workdir, resume, dry_run)
+    run = prepare(config, saved, exact_train_limit)
+    resumable = (*RESUMABLE_CHANGES, SCANNED_CELLS)  # runs saved before the layout was recorded lack it
+    check_same_settings(workdir, saved, run.config_json, resumable, flag_names(RunConfig))
     if resume and not has_checkpoint(workdir):
         raise ValueError(f"--resume: --workdir {workdir} has no checkpoint yet; rerun without --resume to start over")
-    check_batch_size(config.batch_size, make_mesh())
-    create(workdir)  # only now that data, model and settings are known to be good
+    check_batch_size(run.config.batch_size, make_mesh())
+    lock = create(workdir, lock=is_primary())  # only now that data, model and settings are known to be good
     if saved is None and is_primary():
-        write_json(workdir / "config.json", config_json)
+        write_json(workdir / "config.json", run.config_json)
     if dry_run:
         if is_primary():
-            write_json(workdir / "summary.json", {**summary, "dry_run": True})
-        return summary
-
-    run = SearchRun(config, workdir, data, model, table)
-    resumed = run.resume()
-    if not resumed:
-        run.writer.truncate(0)  # a run killed before its first checkpoint starts over
-    run.table_score()  # a table that lacks the search's cells fails now, not after the first epoch
-    restore_signals = catch_stop_signals(lambda signum: setattr(run, "signal", signum))
+            write_json(workdir / "summary.json", {**run.summary, "dry_run": True})
+        lock.release()
+        return run.summary
     try:
-        run.run_cycles(phases)
-    finally:
-        run.checkpoints.close()
-        restore_signals()
+        search = SearchRun(run.config, workdir, lock, run.data, run.model, run.table)
+    except BaseException:
+        lock.release()
+        raise
+    with search.running():
+        search.table_score()  # a table that lacks the search's cells fails now, not after the first epoch
+        search.say(start_line(workdir, run, saved is not None))
+        resumed = search.resume()
+        if saved is not None and is_primary():
+            for line in record_changes(workdir, saved, run.config_json, resumable, int(search.state["step"])):
+                search.say(line)
+        search.run_cycles(run.phases)
+        summary = {**run.summary, **final_summary(search), "resumed": resumed}
+        search.finish(summary, {"genotype.json": summary["genotype"]}, plots.plot_run)
+    return summary
 
-    genotype = run.genotype()
+
+def start_line(workdir: pathlib.Path, run: Prepared, continuing: bool) -> str:
+    """The console line a search starts with: where, on what, how much."""
+    data = run.summary["data"]
+    return (f"{'continuing' if continuing else 'starting'} search in {workdir} on {run.summary['device']}: "
+            f"{data['weight_split']:,} weight-training / {data['arch_split']:,} held-out / {data['test']:,} test "
+            f"images, {run.config.search.total_steps:,} steps, {method_of(run.config.search)} on "
+            f"{run.config.search.space} ({run.summary['params']['weights']:,} weights)")  # fmt: skip
+
+
+def final_summary(run: SearchRun) -> dict:
+    """The finished search's figures: validation and test accuracy by the validation measure, of the derived
+    path and (mixture samplers) of the supernet, the table score, genotype, growth and wall time."""
     val, test = run.evaluate(on_test=False, derived=True), run.evaluate(on_test=True, derived=True)
     # The mixture is what soft samplers train; single-path weights never saw a mixture.
-    mixture = validation_measure(config.search.sampler) == SUPERNET
+    mixture = validation_measure(run.config.search.sampler) == SUPERNET
     val_super = run.evaluate(on_test=False, derived=False) if mixture else {"acc": None, "loss": None}
     test_super = run.evaluate(on_test=True, derived=False) if mixture else {"acc": None, "loss": None}
     measured_val, measured_test = (val_super, test_super) if mixture else (val, test)
-    run.writer.close()
-    summary.update({
-        "val_measure": validation_measure(config.search.sampler),
+    return {
+        "val_measure": validation_measure(run.config.search.sampler),
         "val_acc": measured_val["acc"], "val_loss": measured_val["loss"],
         "test_acc": measured_test["acc"], "test_loss": measured_test["loss"],
-        **run.table_score(), "method": method_of(config.search),
+        **run.table_score(), "method": method_of(run.config.search),
         "val_acc_derived": val["acc"], "test_acc_derived": test["acc"],
         "val_acc_supernet": val_super["acc"], "test_acc_supernet": test_super["acc"],
-        "genotype": genotype_to_json(genotype), "cycles_completed": len(run.progress.cycle_accuracies),
+        "genotype": genotype_to_json(run.genotype()), "decisiveness": decisiveness(run.arch_weights()),
+        "cycles_completed": len(run.progress.cycle_accuracies),
         "stopped_early": run.progress.stopped_early, "steps": int(run.state["step"]),
         "growth": run.progress.growth, "architecture": run.progress.architecture,
-        "params_final": param_counts(run.model, image_shape),
-        "wall_time_s": run.wall_time(), "resumed": resumed,
-    })  # fmt: skip
-    if is_primary():  # summary.json last: it marks the run finished
-        write_json(workdir / "genotype.json", genotype_to_json(genotype))
-        fault_point("final_plots")
-        plots.plot_run(workdir)
-        fault_point("final_summary")
-        write_json(workdir / "summary.json", summary)
-    return summary
+        "params_final": param_counts(run.model, run.image_shape), "wall_time_s": run.wall_time(),
+    }  # fmt: skip

@@ -48,17 +48,17 @@ def validation_measure(sampler: str) -> str:
 class Iterations(NamedTuple):
     """Jitted iterations over device-resident data; each returns ``(state, metrics)``, state donated.
 
-    ``weights(state, images, labels, idx [B], uniform_arch)`` serves warm-up (``uniform_arch``
+    ``weight_step(state, images, labels, idx [B], uniform_arch)`` serves warm-up (``uniform_arch``
     True), re-training and the weight half of the architecture phase with one compilation.
-    ``arch(state, images, labels, weight_idx [B], arch_idx [B])`` takes one architecture step on
+    ``arch_step(state, images, labels, weight_idx [B], arch_idx [B])`` takes one architecture step on
     the held-out batch (the training batch feeds the second-order virtual step); with
     ``alpha-only`` it also advances the global step. ``evaluate(state, images, labels, idx, mask,
     fixed_weights | None)`` returns eval metrics. ``recalibrate(state, images, labels, idx [N, B],
     fixed_weights)`` returns BatchNorm statistics re-estimated for that single path on N batches.
     """
 
-    weights: Callable
-    arch: Callable
+    weight_step: Callable
+    arch_step: Callable
     evaluate: Callable
     recalibrate: Callable
 
@@ -82,12 +82,12 @@ def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
         kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
         return {**kept, "step": new["step"]}, {**metrics, flag: (~ok).astype(jnp.float32)}
 
-    def weights(model, state, images, labels, idx, uniform_arch):
+    def weight_step(model, state, images, labels, idx, uniform_arch):
         steps = make_search_steps(model, config.search)
         new, metrics = steps.weight_step(state, batch(state, images, labels, idx, _AUG_WEIGHT), uniform_arch)
         return guarded(state, new, metrics, ("loss", "grad_norm"), "skipped")
 
-    def arch(model, state, images, labels, weight_idx, arch_idx):
+    def arch_step(model, state, images, labels, weight_idx, arch_idx):
         steps = make_search_steps(model, config.search)
         train_batch = batch(state, images, labels, weight_idx, _AUG_WEIGHT)  # the weight half's batch
         new, metrics = steps.arch_step(state, batch(state, images, labels, arch_idx, _AUG_ARCH), train_batch)
@@ -103,10 +103,10 @@ def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
         return make_search_steps(model, config.search).recalibrated_batch_stats(state, batches, fixed_weights)
 
     return Iterations(
-        jit_data_parallel(weights, mesh, {3: 0}, 5, static_model=True),
-        jit_data_parallel(arch, mesh, {3: 0, 4: 0}, 5, static_model=True),
-        jit_data_parallel(evaluate, mesh, {3: 0, 4: 0}, 6, donate_state=False, static_model=True),
-        jit_data_parallel(recalibrate, mesh, {3: 1}, 5, donate_state=False, static_model=True),
+        jit_data_parallel(weight_step, mesh, {"idx": 0}, static_model=True),
+        jit_data_parallel(arch_step, mesh, {"weight_idx": 0, "arch_idx": 0}, static_model=True),
+        jit_data_parallel(evaluate, mesh, {"idx": 0, "mask": 0}, donate_state=False, static_model=True),
+        jit_data_parallel(recalibrate, mesh, {"idx": 1}, donate_state=False, static_model=True),
     )
 
 

@@ -13,9 +13,10 @@ import dataclasses
 
 from asose_jax.runtime.cli import setting
 from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP
-from asose_jax.runtime.rundir import NAN_POLICIES, NAN_POLICY_HELP
+from asose_jax.runtime.rundir import MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP, NAN_POLICIES, NAN_POLICY_HELP
 from asose_jax.search.config import COMPUTED, SearchConfig
 from asose_jax.search.growth import GROWTH_KINDS, GROWTH_MODES, STRATEGIES
+from asose_jax.spaces import SPACES, get_space
 
 ARCH_PHASES = ("alternate", "alpha-only")
 
@@ -61,6 +62,7 @@ class RunConfig:
     checkpoint_every: int = setting(200, "steps between checkpoints, besides phase boundaries (0: only those)")
     keep_checkpoints: int = setting(3, "how many of the newest checkpoints to keep")
     nan_policy: str = setting("stop", NAN_POLICY_HELP, choices=NAN_POLICIES)
+    max_skipped_steps: int = setting(MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP)
     growth: str = setting(
         "auto", "auto: grow the network when validation plateaus; off: never grow", choices=GROWTH_MODES
     )
@@ -93,6 +95,7 @@ class RunConfig:
             "plateau_window",
             "checkpoint_every",
             "max_branches",
+            "max_skipped_steps",
         )
         for name in positive + optional + non_negative:
             value = getattr(self, name)
@@ -120,7 +123,7 @@ class RunConfig:
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"unknown --nan-policy {self.nan_policy!r}; use one of {', '.join(NAN_POLICIES)}")
         self._check_growth()
-        if self.nb201_table is not None and self.search.space != "nb201":
+        if self.nb201_table is not None and not get_space(self.search.space).nas_bench_201:
             raise ValueError(
                 f"--nb201-table scores NAS-Bench-201 cells, but this search's space is {self.search.space}; "
                 "drop --nb201-table or use --space nb201"
@@ -141,12 +144,13 @@ class RunConfig:
         forced = self.forced_growth()
         if forced and self.growth == "off":
             raise ValueError("--grow-at forces growth, but --growth is off; drop one of them")
-        supported = {"chain": GROWTH_KINDS, "nb201": ("depth",)}.get(self.search.space, ())
+        supported = get_space(self.search.space).growth_kinds
         for cycle, kind in forced.items():
             if kind not in supported:
+                every = "; ".join(f"{s.name}: {', '.join(s.growth_kinds)}" for s in SPACES.values() if s.growth_kinds)
                 raise ValueError(
                     f"--grow-at {cycle}:{kind}: the {self.search.space} space supports "
-                    f"{', '.join(supported) or 'no growth'} (chain: depth, width, branch; nb201: depth)"
+                    f"{', '.join(supported) or 'no growth'} ({every})"
                 )
         if self.growth_strategy not in ("auto", *supported) and self.growth != "off":
             raise ValueError(
@@ -195,7 +199,9 @@ def _flag(name: str) -> str:
 _SEARCH_FIELDS = {f.name for f in dataclasses.fields(SearchConfig)}
 _RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
 # Settings that may change when a run resumes: they change neither its results nor its metrics.jsonl.
-RESUMABLE_CHANGES = ("data_dir", "checkpoint_every", "keep_checkpoints")
+RESUMABLE_CHANGES = (
+    "data_dir", "checkpoint_every", "keep_checkpoints", "nan_policy", "max_skipped_steps", "weight_lr", "arch_lr",
+)  # fmt: skip
 
 
 PRESETS: dict[str, RunConfig] = {

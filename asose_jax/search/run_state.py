@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from asose_jax.runtime.session import SessionProgress
+
 
 @dataclasses.dataclass(frozen=True)
 class Position:
@@ -14,20 +16,22 @@ class Position:
     epoch: int = 1
     batch: int = 0
 
+    def describe(self) -> str:
+        return f"cycle {self.cycle}, phase {self.phase + 1}, epoch {self.epoch}, batch {self.batch}"
+
     def same_epoch(self, cycle: int, phase: int, epoch: int) -> bool:
         return (self.cycle, self.phase, self.epoch) == (cycle, phase, epoch)
 
 
 @dataclasses.dataclass
-class RunProgress:
+class RunProgress(SessionProgress):
     """Everything besides the arrays that a resumed search needs to continue bit for bit.
 
     ``epoch_history``: the fetched per-step metrics of the unfinished epoch; ``cycle_accuracies``: the
     cycle-final validation accuracies; ``last_val_acc``: the newest epoch's; ``phase_start``: the global step
-    at which the current phase began; ``metrics_bytes``: the length of ``metrics.jsonl`` at the save;
-    ``wall_time_s``: run time before this session; ``saves``: checkpoints written (their step numbers);
-    ``growth``: one ``{cycle, step, kind, where}`` per growth; ``architecture``: the grown model's layout
-    (the space's ``architecture_json``), or None for a space without growth.
+    at which the current phase began; ``growth``: one ``{cycle, step, kind, where}`` per growth;
+    ``architecture``: the grown model's layout (the space's ``architecture_json``), or None for a space without
+    growth. The session's fields (metrics length, wall time, saves, skipped updates) are ``SessionProgress``'s.
     """
 
     architecture: dict | None = None
@@ -37,9 +41,6 @@ class RunProgress:
     last_val_acc: float | None = None
     stopped_early: bool = False
     phase_start: int = 0
-    metrics_bytes: int = 0
-    wall_time_s: float = 0.0
-    saves: int = 0
     growth: list[dict] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _softmax(a: jax.Array) -> jax.Array:
@@ -116,3 +117,19 @@ def argmax_edge_weights(logits: dict) -> dict:
 def edge_entropy(logits: dict) -> dict:
     """Entropy (nats) of ``softmax(a)`` per edge: ``{name: [E]}``."""
     return {n: -jnp.sum(jax.nn.softmax(a, -1) * jax.nn.log_softmax(a, -1), axis=-1) for n, a in logits.items()}
+
+
+def decisiveness(arch_weights: dict) -> dict:
+    """How decisively each edge has chosen its op, from its weights ``{name: [E, K]}`` (``softmax(a)``, as epoch
+    records hold them; arrays or nested lists).
+
+    Per edge the margin ``w_(1) - w_(2)`` between the strongest and the second-strongest op's weight (0: a tie,
+    where the derived cell is a coin toss; 1: one-hot; with a single op, its weight), and the smallest margin over
+    all edges. JSON-ready: ``{"margins": {name: [E floats]}, "min_margin": float}``.
+    """
+    margins = {}
+    for name, w in arch_weights.items():
+        w = np.asarray(w, np.float64)
+        top = np.sort(np.concatenate([w, np.zeros_like(w[:, :1])], axis=-1), axis=-1)  # 0: a single op's runner-up
+        margins[name] = (top[:, -1] - top[:, -2]).tolist()
+    return {"margins": margins, "min_margin": min(min(m) for m in margins.values())}

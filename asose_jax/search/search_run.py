@@ -3,51 +3,28 @@ checkpoints. ``asose_jax.search.driver.train_and_evaluate`` creates it and runs 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import pathlib
-import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from asose_jax.runtime import plots
-from asose_jax.runtime.checkpointing import Checkpoints
 from asose_jax.runtime.faults import fault_point
-from asose_jax.runtime.input_pipeline import (
-    ImageArrays,
-    epoch_batches,
-    eval_batches,
-    split_for_architecture,
-)
-from asose_jax.runtime.metrics_log import MetricsWriter, write_json
-from asose_jax.runtime.parallel import (
-    is_primary,
-    make_mesh,
-    replicate,
-    shard_batch,
-)
-from asose_jax.runtime.progress import Progress
-from asose_jax.runtime.rundir import Interrupted, check_finite
+from asose_jax.runtime.input_pipeline import ImageArrays, epoch_batches, split_for_architecture
+from asose_jax.runtime.metrics_log import write_json
+from asose_jax.runtime.parallel import is_primary, make_mesh, replicate, shard_batch
+from asose_jax.runtime.rundir import RunDirectoryLock
+from asose_jax.runtime.session import RunSession, SessionSettings, StepLoop, epoch_means
 from asose_jax.search import cycle
-from asose_jax.search.growth import (
-    GrowthCaps,
-    Mutation,
-    grow,
-    kinds_to_try,
-    next_mutation,
-)
-from asose_jax.search.iterations import (
-    DERIVED,
-    jit_iterations,
-    make_iterations,
-    param_counts,
-    validation_measure,
-)
+from asose_jax.search.growth import GrowthCaps, Mutation, grow, kinds_to_try, next_mutation
+from asose_jax.search.iterations import DERIVED, jit_iterations, make_iterations, param_counts, validation_measure
 from asose_jax.search.nb201_table import NB201Table
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.run_state import Position, RunProgress
-from asose_jax.search.sampling import edge_entropy
+from asose_jax.search.sampling import decisiveness, edge_entropy
 from asose_jax.search.steps import State, init_search_state
 from asose_jax.spaces import count_params, space_of
 from asose_jax.spaces.genotypes import derive_genotype, genotype_edge_weights, genotype_to_json
@@ -57,28 +34,24 @@ _SCHEDULED = ("lr", "temperature")  # reported at the epoch's last step, not ave
 _SHOWN = (("loss", "loss", 1), ("accuracy", "acc%", 100), ("arch_loss", "arch_loss", 1), ("temperature", "tau", 1))
 RECALIBRATION_BATCHES = 8  # training batches that re-estimate BatchNorm statistics for a single path
 _CHECKED = ("loss", "grad_norm", "arch_loss", "arch_grad_norm")  # must stay finite
-_SKIPPED = ("skipped", "arch_skipped")  # 1.0 where --nan-policy skip dropped an update
+NAN_FIX = (
+    "rerun the same command with a lower --weight-lr / --arch-lr (it continues from the last checkpoint, if any), "
+    "or with --nan-policy skip"
+)
 
 
-@jax.jit
-def _all_finite(state: State) -> jax.Array:
-    """Whether every floating-point array of the state (weights, BN state, logits, optimiser states) is finite."""
-    floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in floats]))
-
-
-class SearchRun:
-    """The mutable bookkeeping of one search: state, data on device, metrics, checkpoints.
+class SearchRun(RunSession):
+    """The mutable bookkeeping of one search: state, data on device, the cycles, growth and genotype; the run
+    directory side (metrics, checkpoints, signals, the step loop) is the ``RunSession``'s.
 
     ``progress`` (a ``RunProgress``) is the JSON half of a checkpoint: where the run is, the fetched per-step
     metrics of the unfinished epoch, the cycle-final accuracies, the growth so far, the length of
     ``metrics.jsonl`` and the wall time, so a resumed run continues bit for bit.
     """
 
-    def __init__(
-        self, config: RunConfig, workdir: pathlib.Path, data: ImageArrays, model: nn.Module, table: NB201Table | None
-    ):
-        self.config, self.workdir, self.model, self.table = config, workdir, model, table
+    def __init__(self, config: RunConfig, workdir: pathlib.Path, lock: RunDirectoryLock, data: ImageArrays,
+                 model: nn.Module, table: NB201Table | None):  # fmt: skip
+        self.config, self.model, self.table = config, model, table
         self.op_names = tuple(model.op_names)
         self.weight_idx, self.arch_idx = split_for_architecture(
             len(data.x_train), config.arch_split, config.search.seed
@@ -90,53 +63,46 @@ class SearchRun:
         self.image_shape = data.x_train.shape[1:]
         self.jitted = jit_iterations(config, mesh)
         self.set_model(model, replicate(init_search_state(model, config.search, self.image_shape), mesh))
-        self.writer = MetricsWriter(workdir / "metrics.jsonl", enabled=is_primary())
-        self.checkpoints = Checkpoints(workdir, config.keep_checkpoints)
         self.progress = RunProgress(architecture=space_of(model).architecture_json(model))
-        self.session_start = time.perf_counter()
-        self.signal: int | None = None
+        settings = SessionSettings(
+            log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+            keep_checkpoints=config.keep_checkpoints, nan_policy=config.nan_policy,
+            max_skipped=config.max_skipped_steps, checked=_CHECKED, fix=NAN_FIX, total_steps=config.search.total_steps,
+        )  # fmt: skip
+        self.open_session(workdir, lock, settings)
 
     def set_model(self, model: nn.Module, state: State) -> None:
         """The current (initial or grown) model, its state and its iterations (traced on their first call)."""
         self.model, self.state = model, state
         self.iterations = make_iterations(model, self.config, self.mesh, self.jitted)
+        self.compiled = set()  # a new model compiles its iterations again
 
     def resume(self) -> bool:
-        """Restores the newest checkpoint, if any (rebuilding the grown model it holds), and cuts
+        """Restores the newest checkpoint, if any (rebuilding the grown model it holds first), and cuts
         ``metrics.jsonl`` back to it."""
-        if self.checkpoints.latest_step() is None:
+        if self.checkpoints.latest_step() is not None:
+            architecture = RunProgress.from_json(self.checkpoints.restore_progress()).architecture
+            space = space_of(self.model)
+            if architecture not in (None, space.architecture_json(self.model)):
+                model = space.with_architecture(self.model, architecture)
+                like = replicate(init_search_state(model, self.config.search, self.image_shape), self.mesh)
+                self.set_model(model, like)  # restored arrays take its (replicated) shardings
+        restored = self.restore(self.state)
+        if restored is None:
             return False
-        progress = RunProgress.from_json(self.checkpoints.restore_progress())
-        space = space_of(self.model)
-        if progress.architecture not in (None, space.architecture_json(self.model)):
-            model = space.with_architecture(self.model, progress.architecture)
-            like = replicate(init_search_state(model, self.config.search, self.image_shape), self.mesh)
-            self.set_model(model, like)  # restored arrays take its (replicated) shardings
-        self.state, _ = self.checkpoints.restore(self.state)
-        self.progress = progress
+        self.progress = RunProgress.from_json(restored)
         self.set_model(self.model, self.state)
-        self.writer.truncate(progress.metrics_bytes)
+        self.say(f"resumed {self.workdir} at step {int(self.state['step'])} ({self.progress.position.describe()})")
         return True
 
-    def wall_time(self) -> float:
-        return self.progress.wall_time_s + time.perf_counter() - self.session_start
-
     def save(self, position: Position, epoch_history: list[dict] = ()) -> None:
-        """Checkpoints the state with ``position`` (where to continue) and the unfinished epoch's metrics;
-        refuses a non-finite state, so the newest checkpoint is always a good one."""
-        if not bool(_all_finite(self.state)):
-            raise FloatingPointError(
-                f"non-finite weights, BN state or logits after step {int(self.state['step'])}; the last "
-                "checkpoint is kept: lower --weight-lr / --arch-lr and rerun with --resume"
-            )
-        wall_time = self.wall_time()
-        self.session_start = time.perf_counter()
-        progress = self.progress
-        progress.position, progress.epoch_history, progress.wall_time_s = position, list(epoch_history), wall_time
-        progress.metrics_bytes, progress.saves = self.writer.tell(), progress.saves + 1
-        self.checkpoints.save(progress.saves, self.state, progress.to_json())
-        if self.signal is not None:
-            raise Interrupted(self.signal, int(self.state["step"]), self.workdir)
+        """Checkpoints the state with ``position`` (where to continue) and the unfinished epoch's metrics."""
+
+        def progress_json() -> dict:
+            self.progress.position, self.progress.epoch_history = position, list(epoch_history)
+            return self.progress.to_json()
+
+        self.checkpoint(progress_json)
 
     def genotype(self):
         logits = jax.device_get(self.state["arch"])
@@ -232,98 +198,73 @@ class SearchRun:
             idx = self.weight_idx[: n * self.config.batch_size].reshape(n, self.config.batch_size)
             stats = self.iterations.recalibrate(state, self.images, self.labels, shard_batch(idx, self.mesh, 1), fixed)
             state = {**state, "batch_stats": stats}
-        loss_sum = correct = count = 0.0
-        for pos, mask in eval_batches(len(subset), self.config.batch_size):
-            idx, mask = shard_batch(subset[pos], self.mesh), shard_batch(mask, self.mesh)
-            m = self.iterations.evaluate(state, images, labels, idx, mask, fixed)
-            n = float(m["count"])
-            loss_sum, correct, count = loss_sum + float(m["loss"]) * n, correct + float(m["accuracy"]) * n, count + n
-        return {"loss": loss_sum / count, "acc": 100.0 * correct / count}
 
-    def check_finite(self, fetched: list[dict], first_step: int, where: str) -> None:
-        """With ``--nan-policy stop``, raises FloatingPointError at the first non-finite loss or gradient,
-        before any checkpoint holds its state."""
-        if self.config.nan_policy == "stop":
-            fix = "lower --weight-lr / --arch-lr and rerun with --resume"
-            check_finite(fetched, first_step, _CHECKED, f" ({where})", fix)
+        def call(idx: jax.Array, mask: jax.Array) -> dict:
+            m = self.iterations.evaluate(state, images, labels, idx, mask, fixed)
+            return {"loss": m["loss"] * m["count"], "correct": m["accuracy"] * m["count"], "count": m["count"]}
+
+        sums = self.evaluate_sums(len(subset), self.config.batch_size, self.mesh, call, subset)
+        return {"loss": sums["loss"] / sums["count"], "acc": 100.0 * sums["correct"] / sums["count"]}
 
     def run_epoch(self, cycle_index: int, phase_index: int, phase: cycle.Phase, epoch: int) -> dict:
-        """One epoch of ``phase`` from the saved position; logs steps, checkpoints every
-        ``checkpoint_every`` steps, returns the epoch's mean training metrics."""
+        """One epoch of ``phase`` from the saved position (see ``RunSession.run_steps``); returns the epoch's mean
+        training metrics."""
         config, seed = self.config, (self.config.search.seed, cycle_index, phase_index, epoch)
-        if phase.name == cycle.ARCH:
+        arch_phase, alternate = phase.name == cycle.ARCH, config.arch_phase == "alternate"
+        if arch_phase:
             arch_batches = epoch_batches((*seed, 1), self.arch_idx, config.batch_size)
             weight_batches = epoch_batches((*seed, 0), self.weight_idx, config.batch_size, len(arch_batches))
-            images_per_step = config.batch_size * (2 if config.arch_phase == "alternate" else 1)  # both halves
         else:
             weight_batches = epoch_batches(seed, self.weight_idx, config.batch_size)
-            images_per_step = config.batch_size
-        position = self.progress.position
-        start = position.batch if position.same_epoch(cycle_index, phase_index, epoch) else 0
-        fetched = list(self.progress.epoch_history) if start else []
-        pending: list[dict] = []  # device metrics not yet fetched
-        first_step = int(self.state["step"]) - len(fetched)
-        where = f"cycle {cycle_index}, {phase.name} epoch {epoch}"
-        uniform, alternate = np.bool_(phase.name == cycle.WARMUP), config.arch_phase == "alternate"
-        progress = Progress(len(weight_batches), f"c{cycle_index}/{config.cycles} {phase.name} e{epoch}/{phase.epochs}")
-        mark, mark_time = start, time.perf_counter()
+        uniform = np.bool_(phase.name == cycle.WARMUP)
 
-        def fetch() -> None:
-            new = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
-            self.check_finite(new, first_step + 1 + len(fetched), where)
-            fetched.extend(new)
-            pending.clear()
-
-        for i in range(start, len(weight_batches)):
+        def take(i: int) -> dict:
             metrics = {}
-            if phase.name == cycle.ARCH:
-                self.state, metrics = self.iterations.arch(
+            if arch_phase:
+                self.state, metrics = self.iterations.arch_step(
                     self.state, self.images, self.labels, shard_batch(weight_batches[i], self.mesh),
                     shard_batch(arch_batches[i], self.mesh),
                 )  # fmt: skip
-            if phase.name != cycle.ARCH or alternate:
-                self.state, weight_metrics = self.iterations.weights(
+            if not arch_phase or alternate:
+                self.state, weight_metrics = self.iterations.weight_step(
                     self.state, self.images, self.labels, shard_batch(weight_batches[i], self.mesh), uniform
                 )
                 metrics = {**metrics, **weight_metrics}
-            pending.append(metrics)
-            fault_point("step")
-            step = first_step + i + 1
-            if (i + 1) % config.log_every == 0 or i + 1 == len(weight_batches):
-                fetch()
-                now = time.perf_counter()
-                rate = (i + 1 - mark) * images_per_step / (now - mark_time)
-                mark, mark_time = i + 1, now
-                self.writer.write({"event": "step", "cycle": cycle_index, "phase": phase.name, "epoch": epoch,
-                                   "step": step, **fetched[-1], "images_per_s": rate})  # fmt: skip
-                shown = {name: fetched[-1][k] * scale for k, name, scale in _SHOWN if k in fetched[-1]}
-                progress.update(i + 1, step=step, img_s=round(rate, 1), **shown)
-            if self.signal is not None or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                fetch()
-                self.save(Position(cycle_index, phase_index, epoch, i + 1), fetched)
-        progress.close()
-        fetch()
-        used = [m for m in fetched if not any(m.get(k) for k in _SKIPPED)]  # --nan-policy skip
-        means = {k: float(np.mean([m[k] for m in used])) if used else None
-                 for k in fetched[0] if k not in (*_SCHEDULED, *_SKIPPED)}  # fmt: skip
-        means.update({k: fetched[-1][k] for k in _SCHEDULED if k in fetched[-1]})
-        if any(k in fetched[0] for k in _SKIPPED):
-            means["skipped_steps"] = len(fetched) - len(used)
-        return means
+            return metrics
+
+        position = self.progress.position
+        start = position.batch if position.same_epoch(cycle_index, phase_index, epoch) else 0
+        fetched = list(self.progress.epoch_history) if start else []
+        fetched = self.run_steps(StepLoop(
+            take=take, calls=len(weight_batches), start=start, fetched=fetched,
+            first_step=int(self.state["step"]) - len(fetched), steps_per_call=1,
+            images_per_call=config.batch_size * (2 if arch_phase and alternate else 1),  # both halves
+            program="the architecture step" if arch_phase else "the weight step",
+            label=f"c{cycle_index}/{config.cycles} {phase.name} e{epoch}/{phase.epochs}",
+            where=f" (cycle {cycle_index}, {phase.name} epoch {epoch})",
+            record={"cycle": cycle_index, "phase": phase.name, "epoch": epoch}, shown=_SHOWN,
+            save=lambda i, done: self.save(Position(cycle_index, phase_index, epoch, i), done),
+        ))  # fmt: skip
+        return epoch_means(fetched, _SCHEDULED)
+
+    def arch_weights(self) -> dict[str, np.ndarray]:
+        """``softmax(a)`` per edge ``{name: [E, K]}``, on the host."""
+        return {name: np.asarray(jax.nn.softmax(a, -1)) for name, a in jax.device_get(self.state["arch"]).items()}
 
     def table_score(self) -> dict:
         """``arch_str``, ``table_acc`` and ``table_rank`` of the derived cell, when a table was given."""
         return self.table.score(self.genotype()) if self.table is not None else {}
 
     def epoch_record(self, cycle_index: int, phase: str, epoch: int, train: dict) -> dict:
-        val = self.validation()
-        arch = jax.device_get(self.state["arch"])
+        """The epoch's record: training means, validation, the table score, and the architecture weights with
+        their entropy and decisiveness (per-edge margin of the strongest op over the second)."""
+        val, weights = self.validation(), self.arch_weights()
         return {
             "event": "epoch", "cycle": cycle_index, "phase": phase, "epoch": epoch, "step": int(self.state["step"]),
             **{k if k in (*_SCHEDULED, "skipped_steps") else f"train_{k}": v for k, v in train.items()},
             "val_loss": val["loss"], "val_acc": val["acc"], **self.table_score(),
-            "entropy": jax.device_get(edge_entropy(arch)),
-            "arch_weights": {name: jax.nn.softmax(a, -1) for name, a in arch.items()},
+            "entropy": jax.device_get(edge_entropy(self.state["arch"])),
+            "arch_weights": weights, "decisiveness": decisiveness(weights),
             **({"edge_names": names} if (names := space_of(self.model).edge_names(self.model)) else {}),
         }  # fmt: skip
 
@@ -332,42 +273,72 @@ class SearchRun:
 
         Checkpoints at every phase boundary (and inside epochs, see ``run_epoch``).
         """
-        config, progress = self.config, self.progress
-        begin = progress.position
-        for cycle_index in range(begin.cycle, config.cycles + 1):
-            if progress.stopped_early:
+        begin = self.progress.position
+        for cycle_index in range(begin.cycle, self.config.cycles + 1):
+            if self.progress.stopped_early:
                 return
             first_phase = begin.phase if cycle_index == begin.cycle else 0
             for phase_index in range(first_phase, len(phases)):
-                phase, resuming = phases[phase_index], (cycle_index, phase_index) == (begin.cycle, begin.phase)
+                resuming = (cycle_index, phase_index) == (begin.cycle, begin.phase)
+                self.run_phase(cycle_index, phase_index, phases[phase_index], begin.epoch if resuming else 1)
                 if not resuming or begin.epoch == 1 and begin.batch == 0:
-                    progress.phase_start = int(self.state["step"])
-                if phase.name == cycle.MUTATION:
-                    decision = self.decide_growth(cycle_index)
-                    event = self.grow(cycle_index, *decision) if decision else None
-                    self.writer.write({"event": "mutation", "cycle": cycle_index, "step": progress.phase_start,
-                                       "growth": event["kind"] if event else "none",
-                                       "genotype": genotype_to_json(self.genotype())})  # fmt: skip
-                else:
-                    for epoch in range(begin.epoch if resuming else 1, phase.epochs + 1):
-                        train = self.run_epoch(cycle_index, phase_index, phase, epoch)
-                        record = self.epoch_record(cycle_index, phase.name, epoch, train)
-                        self.writer.write(record)
-                        fault_point("epoch_end")
-                        progress.last_val_acc = record["val_acc"]
-                    if phase.epochs:
-                        self.writer.write({"event": "phase", "cycle": cycle_index, "phase": phase.name,
-                                           "step_start": progress.phase_start,
-                                           "step_end": int(self.state["step"])})  # fmt: skip
+                    self.progress.phase_start = int(self.state["step"])
                 if phase_index + 1 < len(phases):
                     self.save(Position(cycle_index, phase_index + 1))
-            progress.cycle_accuracies.append(progress.last_val_acc)
-            if is_primary():
-                write_json(self.workdir / "genotype.json", genotype_to_json(self.genotype()))
-                plots.plot_run(self.workdir)
-            plateau = cycle.plateaued(self.accuracies_since_growth(), config.plateau_window, config.plateau_threshold)
-            if plateau and not self.can_still_grow():  # a plateau grows the network first
-                progress.stopped_early = True
-                self.writer.write({"event": "early_stop", "cycle": cycle_index, "step": int(self.state["step"]),
-                                   "cycle_val_acc": progress.cycle_accuracies})  # fmt: skip
-            self.save(Position(cycle_index + 1))
+            self.end_cycle(cycle_index)
+
+    def run_phase(self, cycle_index: int, phase_index: int, phase: cycle.Phase, first_epoch: int) -> None:
+        """The phase's epochs from ``first_epoch`` on (each with its record and console line), or the mutation."""
+        progress = self.progress
+        if phase.name == cycle.MUTATION:
+            decision = self.decide_growth(cycle_index)
+            event = self.grow(cycle_index, *decision) if decision else None
+            self.writer.write({"event": "mutation", "cycle": cycle_index, "step": progress.phase_start,
+                               "growth": event["kind"] if event else "none",
+                               "genotype": genotype_to_json(self.genotype())})  # fmt: skip
+            return
+        for epoch in range(first_epoch, phase.epochs + 1):
+            train = self.run_epoch(cycle_index, phase_index, phase, epoch)
+            record = self.epoch_record(cycle_index, phase.name, epoch, train)
+            self.writer.write(record)
+            fault_point("epoch_end")
+            progress.last_val_acc = record["val_acc"]
+            self.say(epoch_line(record, validation_measure(self.config.search.sampler), self.genotype()))
+        if phase.epochs:
+            self.writer.write({"event": "phase", "cycle": cycle_index, "phase": phase.name,
+                               "step_start": progress.phase_start, "step_end": int(self.state["step"])})  # fmt: skip
+
+    def end_cycle(self, cycle_index: int) -> None:
+        """The cycle's accuracy, genotype file and plots, the plateau stop, and the checkpoint of the cycle end."""
+        config, progress = self.config, self.progress
+        progress.cycle_accuracies.append(progress.last_val_acc)
+        if is_primary():
+            write_json(self.workdir / "genotype.json", genotype_to_json(self.genotype()))
+            plots.plot_run(self.workdir)
+        plateau = cycle.plateaued(self.accuracies_since_growth(), config.plateau_window, config.plateau_threshold)
+        if plateau and not self.can_still_grow():  # a plateau grows the network first
+            progress.stopped_early = True
+            self.writer.write({"event": "early_stop", "cycle": cycle_index, "step": int(self.state["step"]),
+                               "cycle_val_acc": progress.cycle_accuracies})  # fmt: skip
+            self.say(f"stopping early after cycle {cycle_index}: validation accuracy plateaued")
+        self.save(Position(cycle_index + 1))
+
+
+def epoch_line(record: dict, measure: str, genotype) -> str:
+    """The console line of an epoch's end: training and validation figures, the derived cell, its table score."""
+    train = f"train loss {record['train_loss']:.4f}" if record.get("train_loss") is not None else "every step skipped"
+    cell = genotype.to_string() if hasattr(genotype, "to_string") else describe_fields(genotype)
+    table = f" | table {record['table_acc']:.2f}% (rank {record['table_rank']:,})" if "table_acc" in record else ""
+    margin = f" | min margin {record['decisiveness']['min_margin']:.3f}" if "decisiveness" in record else ""
+    return (f"cycle {record['cycle']} {record['phase']} epoch {record['epoch']}: {train} | val acc "
+            f"{record['val_acc']:.2f}% ({measure}) | cell {cell}{table}{margin}")  # fmt: skip
+
+
+def describe_fields(genotype) -> str:
+    """A genotype's fields, less those at their defaults (an ungrown network's layout), as one line of JSON with
+    bare op names."""
+    fields, data = dataclasses.fields(genotype), dataclasses.asdict(genotype)
+    plain = dataclasses.replace(genotype, **{f.name: f.default for f in fields if f.default is not dataclasses.MISSING})
+    shown = {f.name: data[f.name] for f in fields
+             if f.default is dataclasses.MISSING or getattr(genotype, f.name) != getattr(plain, f.name)}  # fmt: skip
+    return json.dumps(shown, separators=(",", ":")).replace('"', "")

@@ -28,13 +28,13 @@ import jax.numpy as jnp
 import optax
 
 from asose_jax.nn.initializers import init_variables
+from asose_jax.nn.losses import accuracy, cross_entropy
 from asose_jax.nn.operations import BN_MOMENTUM
 from asose_jax.nn.optimizers import arch_optimizer, descend, weight_optimizer
 from asose_jax.nn.schedules import learning_rate_schedule, temperature_schedule
 from asose_jax.search.config import SearchConfig
 from asose_jax.search.regularizers import arch_regularizer
 from asose_jax.search.sampling import (
-    argmax_edge_weights,
     edge_entropy,
     expected_edge_weights,
     is_single_path,
@@ -68,6 +68,14 @@ def build_model(config: SearchConfig) -> nn.Module:
     )
 
 
+def search_weight_optimizer(config: SearchConfig) -> optax.GradientTransformation:
+    return weight_optimizer(config.grad_clip, config.weight_decay, config.momentum)
+
+
+def search_arch_optimizer(config: SearchConfig) -> optax.GradientTransformation:
+    return arch_optimizer(config.arch_lr, config.arch_b1, config.arch_b2, config.arch_weight_decay)
+
+
 def init_search_state(model: nn.Module, config: SearchConfig, image_shape: tuple[int, int, int] = (32, 32, 3)) -> State:
     """Fresh state: weights and BN state as ``model.init`` would draw them (see ``initializers``),
     logits from N(0, scale^2), zero optimiser states, global step 0."""
@@ -81,153 +89,119 @@ def init_search_state(model: nn.Module, config: SearchConfig, image_shape: tuple
         "params": variables["params"],
         "batch_stats": variables["batch_stats"],
         "arch": arch,
-        "weight_opt": weight_optimizer(config).init(variables["params"]),
-        "arch_opt": arch_optimizer(config).init(arch),
+        "weight_opt": search_weight_optimizer(config).init(variables["params"]),
+        "arch_opt": search_arch_optimizer(config).init(arch),
     }
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Mean softmax cross-entropy over the (masked) batch. logits: [B, K], labels: [B]."""
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    if mask is None:
-        return jnp.mean(losses)
-    return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1)
+class _StepFunctions:
+    """The pure step functions of one ``(model, config)``: schedules, samplers and optimisers are fixed at
+    construction; every method is a pure function of its arguments (no method changes the object)."""
 
+    def __init__(self, model: nn.Module, config: SearchConfig):
+        self.model, self.config = model, config
+        self.weight_tx, self.arch_tx = search_weight_optimizer(config), search_arch_optimizer(config)
+        self.virtual_tx = optax.chain(optax.add_decayed_weights(config.weight_decay), optax.trace(config.momentum))
+        self.lr_at = learning_rate_schedule(config.weight_lr, config.weight_lr_min, config.total_steps)
+        self.gumbel_tau_at = temperature_schedule(config.tau_schedule, config.tau_max, config.tau_min,
+                                                  config.total_steps)  # fmt: skip
+        self.regularizer = arch_regularizer(config.arch_regularizer, config.arch_reg_weight, config.total_steps)
+        self.single_path = is_single_path(config.sampler)
 
-def accuracy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Fraction of (masked) examples whose argmax logit is the label."""
-    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-    if mask is None:
-        return jnp.mean(correct)
-    return jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1)
-
-
-def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
-    """Builds the pure step functions for ``model`` under ``config``."""
-    weight_tx, arch_tx = weight_optimizer(config), arch_optimizer(config)
-    virtual_tx = optax.chain(optax.add_decayed_weights(config.weight_decay), optax.trace(decay=config.momentum))
-    lr_at = learning_rate_schedule(config.weight_lr, config.weight_lr_min, config.total_steps)
-    gumbel_tau_at = temperature_schedule(config.tau_schedule, config.tau_max, config.tau_min, config.total_steps)
-    regularizer = arch_regularizer(config.arch_regularizer, config.arch_reg_weight, config.total_steps)
-
-    def tau_at(step: jax.Array) -> jax.Array:
+    def tau_at(self, step: jax.Array) -> jax.Array:
         """The sampling temperature: annealed for Gumbel samplers, 1 for softmax (DARTS) and Dirichlet."""
-        return gumbel_tau_at(step) if uses_temperature(config.sampler) else jnp.float32(1.0)
+        return self.gumbel_tau_at(step) if uses_temperature(self.config.sampler) else jnp.float32(1.0)
 
-    single_path = is_single_path(config.sampler)
+    def sampled_weights(self, arch: dict, state: State, stream: int) -> dict:
+        """Edge weights sampled from ``arch`` with the key of this step and ``stream``."""
+        base = jax.random.wrap_key_data(state["rng"], impl=self.config.prng_impl)
+        key = jax.random.fold_in(jax.random.fold_in(base, state["step"]), stream)
+        return sample_edge_weights(arch, key, self.config.sampler, self.tau_at(state["step"]))
 
-    def step_key(state: State, stream: int) -> jax.Array:
-        base = jax.random.wrap_key_data(state["rng"], impl=config.prng_impl)
-        return jax.random.fold_in(jax.random.fold_in(base, state["step"]), stream)
-
-    def sampled_weights(arch: dict, state: State, stream: int) -> dict:
-        return sample_edge_weights(arch, step_key(state, stream), config.sampler, tau_at(state["step"]))
-
-    def train_loss(params, batch_stats, arch_weights, batch):
+    def train_loss(self, params, batch_stats, arch_weights, batch):
         """Training-mode loss; aux = (new BN state, logits)."""
         variables = {"params": params, "batch_stats": batch_stats}
-        logits, updates = model.apply(
-            variables, batch["image"], arch_weights, train=True, single_path=single_path, mutable=["batch_stats"]
-        )
+        logits, updates = self.model.apply(variables, batch["image"], arch_weights, train=True,
+                                           single_path=self.single_path, mutable=["batch_stats"])  # fmt: skip
         return cross_entropy(logits, batch["label"]), (updates["batch_stats"], logits)
 
-    def weight_grad(state: State, batch: Batch, uniform_arch: bool | jax.Array = False):
+    def weight_grad(self, state: State, batch: Batch, uniform_arch: bool | jax.Array = False):
         """Gradient of the training loss w.r.t. the weights only. ``uniform_arch`` (a bool, or a
         traced bool so one compiled step serves both) samples from zero logits instead of
         ``state["arch"]``: the warm-up, where every op is trained and none favoured."""
         logits = jax.tree.map(lambda a: jnp.where(uniform_arch, jnp.zeros_like(a), a), state["arch"])
-        arch_weights = jax.lax.stop_gradient(sampled_weights(logits, state, _WEIGHT_STREAM))
-        grad_fn = jax.value_and_grad(train_loss, has_aux=True)
+        arch_weights = jax.lax.stop_gradient(self.sampled_weights(logits, state, _WEIGHT_STREAM))
+        grad_fn = jax.value_and_grad(self.train_loss, has_aux=True)
         (loss, (batch_stats, logits)), grads = grad_fn(state["params"], state["batch_stats"], arch_weights, batch)
         return grads, {"batch_stats": batch_stats, "loss": loss, "logits": logits}
 
-    def weight_step(state: State, batch: Batch, uniform_arch: bool | jax.Array = False):
-        grads, aux = weight_grad(state, batch, uniform_arch)
-        updates, weight_opt = weight_tx.update(grads, state["weight_opt"], state["params"])
-        lr = lr_at(state["step"])
-        new_state = {
-            **state,
-            "step": state["step"] + 1,
-            "params": descend(state["params"], updates, lr),
-            "batch_stats": aux["batch_stats"],
-            "weight_opt": weight_opt,
-        }
-        metrics = {
-            "loss": aux["loss"],
-            "accuracy": accuracy(aux["logits"], batch["label"]),
-            "grad_norm": optax.tree.norm(grads),
-            "lr": lr,
-            "temperature": tau_at(state["step"]),
-        }
+    def weight_step(self, state: State, batch: Batch, uniform_arch: bool | jax.Array = False):
+        """One SGD step on the weights: ``w <- w - lr(t) * momentum(clip(g) + wd * w)``."""
+        grads, aux = self.weight_grad(state, batch, uniform_arch)
+        updates, weight_opt = self.weight_tx.update(grads, state["weight_opt"], state["params"])
+        lr = self.lr_at(state["step"])
+        new_state = {**state, "step": state["step"] + 1, "params": descend(state["params"], updates, lr),
+                     "batch_stats": aux["batch_stats"], "weight_opt": weight_opt}  # fmt: skip
+        metrics = {"loss": aux["loss"], "accuracy": accuracy(aux["logits"], batch["label"]), "lr": lr,
+                   "grad_norm": optax.tree.norm(grads), "temperature": self.tau_at(state["step"])}  # fmt: skip
         return new_state, metrics
 
-    def unrolled_arch_loss(arch: dict, state: State, train_batch: Batch, val_batch: Batch) -> jax.Array:
+    def unrolled_arch_loss(self, arch: dict, state: State, train_batch: Batch, val_batch: Batch) -> jax.Array:
         """``L_val(w', a)`` with ``w' = w - lr * (momentum * buf + grad_w L_train(w, a) + wd * w)``.
 
         The held-out loss after one virtual SGD step, as in DARTS (no gradient clipping); the
         regulariser is not included.
         """
-        arch_weights = sampled_weights(arch, state, _ARCH_STREAM)
+        arch_weights = self.sampled_weights(arch, state, _ARCH_STREAM)
         params, batch_stats = state["params"], state["batch_stats"]
-        grads, _ = jax.grad(train_loss, has_aux=True)(params, batch_stats, arch_weights, train_batch)
-        updates, _ = virtual_tx.update(grads, state["weight_opt"][1:], params)  # the (decay, trace) states
-        virtual = descend(params, updates, lr_at(state["step"]))
-        return train_loss(virtual, batch_stats, arch_weights, val_batch)[0]
+        grads, _ = jax.grad(self.train_loss, has_aux=True)(params, batch_stats, arch_weights, train_batch)
+        updates, _ = self.virtual_tx.update(grads, state["weight_opt"][1:], params)  # the (decay, trace) states
+        virtual = descend(params, updates, self.lr_at(state["step"]))
+        return self.train_loss(virtual, batch_stats, arch_weights, val_batch)[0]
 
-    def first_order_loss(arch: dict, state: State, val_batch: Batch) -> jax.Array:
-        arch_weights = sampled_weights(arch, state, _ARCH_STREAM)
-        return train_loss(state["params"], state["batch_stats"], arch_weights, val_batch)[0]
-
-    def arch_objective(arch: dict, state: State, val_batch: Batch, train_batch: Batch | None):
+    def arch_objective(self, arch: dict, state: State, val_batch: Batch, train_batch: Batch | None):
         """Held-out loss (first order, or second order through the virtual step) plus the regulariser;
         aux = (held-out loss, regulariser)."""
-        if config.arch_order == 2:
-            loss = unrolled_arch_loss(arch, state, train_batch, val_batch)
+        if self.config.arch_order == 2:
+            loss = self.unrolled_arch_loss(arch, state, train_batch, val_batch)
         else:
-            loss = first_order_loss(arch, state, val_batch)
-        reg = regularizer(arch, state["step"])
+            arch_weights = self.sampled_weights(arch, state, _ARCH_STREAM)
+            loss = self.train_loss(state["params"], state["batch_stats"], arch_weights, val_batch)[0]
+        reg = self.regularizer(arch, state["step"])
         return loss + reg, (loss, reg)
 
-    def arch_grad(state: State, val_batch: Batch, train_batch: Batch | None = None):
+    def arch_grad(self, state: State, val_batch: Batch, train_batch: Batch | None = None):
         """Gradient of the held-out loss (plus the regulariser) w.r.t. the logits only. BN state is used
         in training mode but not written back. Second order needs ``train_batch``."""
-        if config.arch_order == 2 and train_batch is None:
+        if self.config.arch_order == 2 and train_batch is None:
             raise ValueError("the second-order arch step needs a training batch: arch_step(state, val, train)")
-        grad_fn = jax.value_and_grad(arch_objective, has_aux=True)
+        grad_fn = jax.value_and_grad(self.arch_objective, has_aux=True)
         (_, (loss, reg)), grads = grad_fn(state["arch"], state, val_batch, train_batch)
         return grads, {"loss": loss, "reg": reg}
 
-    def arch_step(state: State, val_batch: Batch, train_batch: Batch | None = None):
-        grads, aux = arch_grad(state, val_batch, train_batch)
-        updates, arch_opt = arch_tx.update(grads, state["arch_opt"], state["arch"])
+    def arch_step(self, state: State, val_batch: Batch, train_batch: Batch | None = None):
+        """One Adam step on the logits; the weights, BN state and step count are untouched."""
+        grads, aux = self.arch_grad(state, val_batch, train_batch)
+        updates, arch_opt = self.arch_tx.update(grads, state["arch_opt"], state["arch"])
         arch = optax.apply_updates(state["arch"], updates)
         entropies = jnp.concatenate([e for _, e in sorted(edge_entropy(arch).items())])
-        metrics = {
-            "arch_loss": aux["loss"],
-            "arch_reg": aux["reg"],
-            "arch_grad_norm": optax.tree.norm(grads),
-            "entropy": jnp.mean(entropies),
-            "temperature": tau_at(state["step"]),
-        }
+        metrics = {"arch_loss": aux["loss"], "arch_reg": aux["reg"], "arch_grad_norm": optax.tree.norm(grads),
+                   "entropy": jnp.mean(entropies), "temperature": self.tau_at(state["step"])}  # fmt: skip
         return {**state, "arch": arch, "arch_opt": arch_opt}, metrics
 
-    def eval_step(state: State, batch: Batch, fixed_weights: dict | None = None) -> Metrics:
+    def eval_step(self, state: State, batch: Batch, fixed_weights: dict | None = None) -> Metrics:
         """Loss and accuracy with BN running averages; nothing is updated.
 
         Edge weights: ``fixed_weights`` if given (rows one-hot or zero, run single-path: a discrete
-        architecture inside the supernet, see ``genotypes.genotype_edge_weights``); otherwise, by
-        ``config.eval_weights``, the sampler's expected mixture (``softmax(a)``, or the Dirichlet mean)
-        or one-hot on each edge's strongest op (``none`` included, every edge kept: not the genotype's
-        pruning), run single-path.
+        architecture inside the supernet, see ``genotypes.genotype_edge_weights``); otherwise the sampler's
+        expected mixture (``softmax(a)``, or the Dirichlet mean).
         """
         if fixed_weights is not None:
             arch_weights, eval_single_path = fixed_weights, True
-        elif config.eval_weights == "argmax":
-            arch_weights, eval_single_path = argmax_edge_weights(state["arch"]), True
         else:
-            arch_weights, eval_single_path = expected_edge_weights(state["arch"], config.sampler), False
+            arch_weights, eval_single_path = expected_edge_weights(state["arch"], self.config.sampler), False
         variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-        logits = model.apply(variables, batch["image"], arch_weights, train=False, single_path=eval_single_path)
+        logits = self.model.apply(variables, batch["image"], arch_weights, train=False, single_path=eval_single_path)
         mask = batch.get("mask")
         count = batch["label"].shape[0] if mask is None else jnp.sum(mask)
         return {
@@ -236,7 +210,7 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
             "count": jnp.asarray(count, jnp.int32),
         }
 
-    def recalibrated_batch_stats(state: State, images: jax.Array, fixed_weights: dict) -> dict:
+    def recalibrated_batch_stats(self, state: State, images: jax.Array, fixed_weights: dict) -> dict:
         """BatchNorm statistics re-estimated for the single path ``fixed_weights`` on ``images``
         [N, B, H, W, 3] (N training batches), as single-path NAS evaluates a path of a supernet.
 
@@ -248,11 +222,15 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
         variables = {"params": state["params"], "batch_stats": zero}
 
         def batch_stats(x: jax.Array) -> dict:
-            _, updates = model.apply(variables, x, fixed_weights, train=True, single_path=True, mutable=["batch_stats"])
+            _, updates = self.model.apply(variables, x, fixed_weights, train=True, single_path=True,
+                                          mutable=["batch_stats"])  # fmt: skip
             return jax.tree.map(lambda s: s / (1.0 - BN_MOMENTUM), updates["batch_stats"])
 
         return jax.tree.map(lambda s: jnp.mean(s, axis=0), jax.lax.map(batch_stats, images))
 
-    return SearchSteps(
-        weight_grad, weight_step, arch_grad, arch_step, unrolled_arch_loss, eval_step, recalibrated_batch_stats
-    )
+
+def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
+    """The pure step functions for ``model`` under ``config``."""
+    fns = _StepFunctions(model, config)
+    return SearchSteps(fns.weight_grad, fns.weight_step, fns.arch_grad, fns.arch_step, fns.unrolled_arch_loss,
+                       fns.eval_step, fns.recalibrated_batch_stats)  # fmt: skip

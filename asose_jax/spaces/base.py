@@ -77,10 +77,13 @@ class SearchSpace:
 
     ``name``: the ``--space`` value; ``op_set``: the default op set (``OP_SETS`` key); ``search_defaults``:
     ``(initial channels, depth)`` of the supernet; ``eval_defaults``: those of the discrete network (depth
-    None: the genotype's own); ``depth_field``: what depth counts; ``growth_kinds``: its mutations;
+    None: the genotype's own); ``depth_field``: the discrete network's attribute that holds its depth;
+    ``growth_kinds``: its mutations (see ``asose_jax.search.growth`` for the rule);
     ``auxiliary_head``: whether the discrete network has DARTS's auxiliary classifier; ``scans_cells``: which of
     its networks (``"supernet"``, ``"network"``) have a ``scan_cells`` attribute (repeated cells, or in the DARTS
-    supernet a cell's edges, through one compiled body; see ``nb201`` and ``darts``).
+    supernet a cell's edges, through one compiled body; see ``nb201`` and ``darts``); ``scanned_unrecorded``:
+    whether its supernet was scanned in runs saved before checkpoints recorded their layout; ``nas_bench_201``:
+    whether a NAS-Bench-201 table scores its cells.
     """
 
     name: str
@@ -92,7 +95,8 @@ class SearchSpace:
     auxiliary_head: bool = False
     scans_cells: tuple[str, ...] = ()
     growth_kinds: tuple[str, ...] = ()
-    genotype_type: type
+    scanned_unrecorded: bool = False
+    nas_bench_201: bool = False
 
     # --- supernet and genotypes -------------------------------------------------------------------
     def supernet(self, channels: int, depth: int, num_classes: int, op_names: tuple[str, ...]) -> nn.Module:

@@ -15,7 +15,7 @@ import dataclasses
 
 from asose_jax.runtime.cli import setting
 from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP
-from asose_jax.runtime.rundir import NAN_POLICIES, NAN_POLICY_HELP
+from asose_jax.runtime.rundir import MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP, NAN_POLICIES, NAN_POLICY_HELP
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
@@ -59,6 +59,7 @@ class TrainConfig:
     log_every: int = setting(50, "steps between progress lines and metrics.jsonl step records")
     checkpoint_every: int = setting(200, "steps between checkpoints, besides every epoch's end (0: only those)")
     nan_policy: str = setting("stop", NAN_POLICY_HELP, choices=NAN_POLICIES)
+    max_skipped_steps: int = setting(MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP)
     seed: int = setting(0, "random seed (weights, data order, augmentation, drop-path)")
 
     def __post_init__(self):
@@ -83,12 +84,10 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip", "auxiliary_weight", "cutout"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"--{_flag(name)} must be non-negative, got {getattr(self, name)!r}")
-        if (
-            isinstance(self.checkpoint_every, bool)
-            or not isinstance(self.checkpoint_every, int)
-            or (self.checkpoint_every < 0)
-        ):
-            raise ValueError(f"--checkpoint-every must be a non-negative integer, got {self.checkpoint_every!r}")
+        for name in ("checkpoint_every", "max_skipped_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"--{_flag(name)} must be a non-negative integer, got {value!r}")
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"unknown --nan-policy {self.nan_policy!r}; use one of {', '.join(NAN_POLICIES)}")
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -106,7 +105,7 @@ def _flag(name: str) -> str:
 
 RECIPE_NAMES = ("standard", "fast")
 # Settings that may change when a run continues: they change neither its results nor its metrics.jsonl.
-RESUMABLE_CHANGES = ("data_dir", "checkpoint_every")
+RESUMABLE_CHANGES = ("data_dir", "checkpoint_every", "nan_policy", "max_skipped_steps", "lr")
 
 
 def recipe(name: str) -> TrainConfig:

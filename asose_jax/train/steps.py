@@ -22,11 +22,11 @@ from jax.sharding import Mesh
 
 from asose_jax.nn.conv import auto_impl
 from asose_jax.nn.initializers import init_variables
-from asose_jax.nn.optimizers import descend
+from asose_jax.nn.losses import accuracy, cross_entropy, smoothed_cross_entropy
+from asose_jax.nn.optimizers import descend, weight_optimizer
 from asose_jax.nn.schedules import learning_rate_schedule
 from asose_jax.runtime.input_pipeline import augment, normalize
 from asose_jax.runtime.parallel import constrain_batch
-from asose_jax.search.steps import accuracy, cross_entropy
 from asose_jax.train.config import TrainConfig
 
 State = dict
@@ -44,20 +44,9 @@ def cast_floating(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
-    """Mean cross-entropy against ``(1 - s) * one_hot + s / K``. logits: [B, K], labels: [B]."""
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
-    return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
-
-
 def weight_transform(config: TrainConfig) -> optax.GradientTransformation:
     """Optional global-norm clip, coupled L2 ``wd * w``, (Nesterov) momentum; the step applies the learning rate."""
-    clip = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
-    return optax.chain(
-        *clip,
-        optax.add_decayed_weights(config.weight_decay),
-        optax.trace(decay=config.momentum, nesterov=config.nesterov),
-    )
+    return weight_optimizer(config.grad_clip, config.weight_decay, config.momentum, config.nesterov)
 
 
 def init_train_state(net: nn.Module, config: TrainConfig, image_shape: tuple[int, int, int]) -> State:
@@ -163,11 +152,16 @@ def make_eval_step(net: nn.Module, config: TrainConfig, mesh: Mesh | None = None
 def flops_per_image(net: nn.Module, variables: dict, image_shape: tuple[int, int, int]) -> float | None:
     """XLA's FLOP count of one image's inference pass (multiplies and adds counted separately): the
     program with plain XLA convolutions, lowered for the CPU (whose cost analysis needs no compilation,
-    unlike the GPU's), so the count is the same on every machine; None if no analysis is available."""
+    unlike the GPU's), so the count is the same on every machine; None if no analysis is available.
+
+    The cost analysis counts a loop body once, so a network that scans its cells is counted unrolled, on
+    the shapes of the unrolled network's variables (their values do not change the count)."""
+    images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    if getattr(net, "scan_cells", False):
+        net = net.clone(scan_cells=False)
+        variables = jax.eval_shape(lambda x: net.init(jax.random.key(0), x, train=False), images)
     with auto_impl("xla"):
-        traced = jax.jit(lambda v, x: net.apply(v, x, train=False)[0]).trace(
-            variables, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-        )
+        traced = jax.jit(lambda v, x: net.apply(v, x, train=False)[0]).trace(variables, images)
     try:
         cost = traced.lower(lowering_platforms=("cpu",)).cost_analysis()
     except (RuntimeError, ValueError, NotImplementedError):  # no CPU backend in this process

@@ -7,6 +7,8 @@ from typing import ClassVar
 
 from asose_jax.spaces.chain.supernet import ChainArchitecture, ChainBlockSpec
 
+MAX_STAGE_WIDTH = 1024.0  # a stage's channels over the initial channels: far above any growth, far below overflow
+
 
 @dataclasses.dataclass(frozen=True)
 class ChainGenotype:

@@ -46,6 +46,8 @@ def mutate_architecture(arch: ChainArchitecture, mutation: Mutation) -> ChainArc
         channels = list(arch.stage_channels)
         channels[t] = widened_channels(channels[t], mutation.factor)
         return dataclasses.replace(arch, stage_channels=tuple(channels))
+    if mutation.kind != "branch":
+        raise ValueError(f"the chain space has no {mutation.kind!r} growth; it grows depth, width or branch")
     if not 0 <= t < len(blocks):
         raise ValueError(f"branch growth: block {t} outside 0..{len(blocks) - 1}")
     blocks[t] = dataclasses.replace(blocks[t], branches=blocks[t].branches + 1)
@@ -61,6 +63,8 @@ def describe(arch: ChainArchitecture, mutation: Mutation) -> str:
     if mutation.kind == "width":
         old = arch.stage_channels[t]
         return f"stage {t}: {old} -> {widened_channels(old, mutation.factor)} channels"
+    if mutation.kind != "branch":
+        raise ValueError(f"the chain space has no {mutation.kind!r} growth; it grows depth, width or branch")
     return f"{arch.blocks[t].name}: branch_{arch.blocks[t].branches}"
 
 
@@ -74,6 +78,8 @@ def choose_target(arch: ChainArchitecture, kind: str) -> int:
         return sum(counts[: s + 1])  # after the stage's last block
     if kind == "width":
         return min(stages, key=lambda s: (arch.stage_channels[s] / (arch.init_channels * 2**s), -s))
+    if kind != "branch":
+        raise ValueError(f"the chain space has no {kind!r} growth; it grows depth, width or branch")
     return min(range(len(arch.blocks)), key=lambda i: (arch.blocks[i].branches, -i))
 
 

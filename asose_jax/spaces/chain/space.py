@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import numpy as np
@@ -10,16 +11,18 @@ import numpy as np
 from asose_jax.nn.operations import check_op_names
 from asose_jax.spaces.base import GROWTH_KINDS, GrowthCaps, Mutation, SearchSpace, best_op, one_hot_edges, softmax
 from asose_jax.spaces.chain import growth
-from asose_jax.spaces.chain.genotype import ChainGenotype
+from asose_jax.spaces.chain.genotype import MAX_STAGE_WIDTH, ChainGenotype
 from asose_jax.spaces.chain.network import ChainNet
 from asose_jax.spaces.chain.supernet import ChainArchitecture, ChainNetwork
+
+if TYPE_CHECKING:  # it imports every space
+    from asose_jax.spaces.genotypes import GenotypeJson
 
 
 class ChainSpace(SearchSpace):
     name, op_set, depth_field = "chain", "aso_se", "depth"
     search_defaults, eval_defaults = (32, 4), (32, None)
     growth_kinds = GROWTH_KINDS
-    genotype_type = ChainGenotype
 
     def supernet(self, channels, depth, num_classes, op_names) -> nn.Module:
         return ChainNetwork(ChainArchitecture.initial(channels, depth), num_classes, op_names)
@@ -41,13 +44,13 @@ class ChainSpace(SearchSpace):
             tuple(c / arch.init_channels for c in arch.stage_channels),
         )
 
-    def genotype_from_json(self, data: dict) -> ChainGenotype:
+    def genotype_from_json(self, data: GenotypeJson) -> ChainGenotype:
         return ChainGenotype(
-            tuple(str(op) for op in data["ops"]),
-            tuple(int(s) for s in data.get("stages", ())),
-            tuple(bool(g) for g in data.get("gated", ())),
-            tuple(tuple(str(op) for op in b) for b in data.get("branches", ())),
-            tuple(float(w) for w in data.get("widths", ())),
+            data.op_names("ops"),
+            data.integers("stages", 0, default=()),
+            data.booleans("gated", default=()),
+            data.op_name_lists("branches", default=()),
+            data.numbers("widths", default=()),
         )
 
     def check_genotype(self, genotype: ChainGenotype) -> None:
@@ -57,8 +60,8 @@ class ChainSpace(SearchSpace):
         for name in ("stages", "gated", "branches"):
             if (got := len(getattr(genotype, name))) != n:
                 raise ValueError(f"a chain genotype needs one {name} entry per op ({n}), got {got}")
-        if any(not w > 0 for w in genotype.widths):
-            raise ValueError(f"chain stage widths must be positive, got {list(genotype.widths)}")
+        if any(not 0 < w <= MAX_STAGE_WIDTH for w in genotype.widths):
+            raise ValueError(f"chain stage widths must lie in (0, {MAX_STAGE_WIDTH:g}], got {list(genotype.widths)}")
         check_op_names([*genotype.ops, *(op for branches in genotype.branches for op in branches)])
         genotype.architecture(1)  # stage order and gates
 

@@ -4,23 +4,27 @@ it, so an inserted cell would rewire the next one (no function-preserving form).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import numpy as np
 
 from asose_jax.nn.operations import check_op_names
-from asose_jax.spaces.base import SearchSpace, one_hot_edges, pairs, softmax
+from asose_jax.spaces.base import SearchSpace, one_hot_edges, softmax
 from asose_jax.spaces.darts.genotype import CONCAT, DartsGenotype, derive_cell
 from asose_jax.spaces.darts.network import DartsNet
 from asose_jax.spaces.darts.supernet import STEPS, DartsNetwork, edge_inputs
 
+if TYPE_CHECKING:  # it imports every space
+    from asose_jax.spaces.genotypes import GenotypeJson
+
 
 class DartsSpace(SearchSpace):
     name, op_set, depth_field = "darts", "darts", "layers"
+    scanned_unrecorded = True
     search_defaults, eval_defaults, min_eval_depth = (16, 8), (36, 20), 3
     auxiliary_head = True
     scans_cells = ("supernet", "network")  # the supernet scans edges: its default 8 cells all differ in shape
-    genotype_type = DartsGenotype
 
     def supernet(self, channels, depth, num_classes, op_names) -> nn.Module:
         return DartsNetwork(init_channels=channels, layers=depth, num_classes=num_classes, op_names=op_names)
@@ -29,9 +33,10 @@ class DartsSpace(SearchSpace):
         normal, reduce = (derive_cell(softmax(logits[name]), op_names) for name in ("normal", "reduce"))
         return DartsGenotype(normal, CONCAT, reduce, CONCAT)
 
-    def genotype_from_json(self, data: dict) -> DartsGenotype:
-        return DartsGenotype(pairs(data["normal"]), tuple(int(i) for i in data["normal_concat"]),
-                             pairs(data["reduce"]), tuple(int(i) for i in data["reduce_concat"]))  # fmt: skip
+    def genotype_from_json(self, data: GenotypeJson) -> DartsGenotype:
+        normal, reduce = data.op_pairs("normal"), data.op_pairs("reduce")
+        normal_concat, reduce_concat = (data.integers(key, 2, 1 + STEPS) for key in ("normal_concat", "reduce_concat"))
+        return DartsGenotype(normal, normal_concat, reduce, reduce_concat)
 
     def check_genotype(self, genotype: DartsGenotype) -> None:
         for name, cell in (("normal", genotype.normal), ("reduce", genotype.reduce)):
@@ -44,7 +49,7 @@ class DartsSpace(SearchSpace):
                     )
             check_op_names([op for op, _ in cell])
         for concat in (genotype.normal_concat, genotype.reduce_concat):
-            if not set(concat) <= set(CONCAT):
+            if not concat or not set(concat) <= set(CONCAT):
                 raise ValueError(f"DARTS concat {concat} must list nodes among 2..{1 + STEPS}")
 
     def genotype_edge_weights(self, genotype: DartsGenotype, op_names: Sequence[str]) -> dict[str, np.ndarray]:

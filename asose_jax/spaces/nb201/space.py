@@ -5,23 +5,27 @@ cell's logits."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import numpy as np
 
 from asose_jax.nn.operations import check_op_names
-from asose_jax.spaces.base import Mutation, SearchSpace, best_op, one_hot_edges, pairs, softmax
+from asose_jax.spaces.base import Mutation, SearchSpace, best_op, one_hot_edges, softmax
 from asose_jax.spaces.nb201.genotype import NB201Genotype
 from asose_jax.spaces.nb201.network import NB201Net
 from asose_jax.spaces.nb201.supernet import NODES, NB201Network, edge_inputs
 
+if TYPE_CHECKING:  # it imports every space
+    from asose_jax.spaces.genotypes import GenotypeJson
+
 
 class NB201Space(SearchSpace):
     name, op_set, depth_field = "nb201", "nb201", "cells_per_stage"
+    nas_bench_201 = True
     search_defaults, eval_defaults = (16, 5), (16, 5)
     growth_kinds = ("depth",)
     scans_cells = ("supernet", "network")
-    genotype_type = NB201Genotype
 
     def supernet(self, channels, depth, num_classes, op_names) -> nn.Module:
         return NB201Network(init_channels=channels, cells_per_stage=depth, num_classes=num_classes, op_names=op_names)
@@ -34,10 +38,13 @@ class NB201Space(SearchSpace):
             e += i
         return NB201Genotype(tuple(nodes))
 
-    def genotype_from_json(self, data: dict) -> NB201Genotype:
+    def genotype_from_json(self, data: GenotypeJson) -> NB201Genotype:
+        """From ``nodes``, else from the NAS-Bench-201 string ``arch_str``."""
         if "nodes" in data:
-            return NB201Genotype(tuple(pairs(node) for node in data["nodes"]))
-        return NB201Genotype.from_string(data["arch_str"])
+            return NB201Genotype(data.op_pair_lists("nodes"))
+        if "arch_str" in data:
+            return NB201Genotype.from_string(data.string("arch_str"))
+        raise ValueError("genotype JSON for space 'nb201' lacks the key 'nodes' (or 'arch_str')")
 
     def check_genotype(self, genotype: NB201Genotype) -> None:
         expected = [tuple(range(i)) for i in range(1, NODES)]

@@ -1,0 +1,519 @@
+"""Regenerate the result tables of README.md and docs/*.md from the JSON files in benchmarks/results/.
+
+    python benchmarks/render_tables.py           # rewrite every generated block in place
+    python benchmarks/render_tables.py --check   # exit 1, naming them, if any block is stale
+
+A generated block is the text between two marker lines (each on a line of its own),
+
+    <!-- BEGIN generated:NAME -->
+    ...
+    <!-- END generated:NAME -->
+
+and NAME picks its renderer: a function of no arguments that returns Markdown, registered with
+``@renderer("NAME")``; most read a JSON file of benchmarks/results/, one reads the NAS-Bench-201 table of
+benchmarks/tables/. A block name may appear in several files. Adding a table is one function here and one
+pair of markers in a page. A renderer may delegate to the script that owns a result format, for example
+
+    @renderer("nb201_protocol")
+    def _nb201_protocol() -> str:
+        from search_quality import render_markdown  # benchmarks/ is on sys.path when run as a script
+        return render_markdown(load("search_quality_protocol.json"))
+
+Only the standard library is used, so the check runs anywhere (``tests/test_docs.py`` calls ``stale_blocks``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+# Markers stand on lines of their own (a marker quoted inside a line of prose is not one).
+BLOCK = re.compile(
+    r"(?P<begin>^<!-- BEGIN generated:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(?P<end>^<!-- END generated:(?P=name) -->$)",
+    re.DOTALL | re.MULTILINE,
+)
+BEGIN = re.compile(r"^<!-- BEGIN generated:([\w.-]+) -->$", re.MULTILINE)
+
+RENDERERS: dict[str, Callable[[], str]] = {}
+
+
+def renderer(name: str) -> Callable[[Callable[[], str]], Callable[[], str]]:
+    """Register ``fn`` as the renderer of the blocks called ``name``."""
+
+    def register(fn: Callable[[], str]) -> Callable[[], str]:
+        if name in RENDERERS:
+            raise ValueError(f"two renderers for block {name!r}")
+        RENDERERS[name] = fn
+        return fn
+
+    return register
+
+
+def load(filename: str) -> dict:
+    return json.loads((RESULTS / filename).read_text())
+
+
+def doc_files(root: Path = ROOT) -> list[Path]:
+    """The pages that may hold generated blocks: README.md and docs/*.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def md_table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def source(*filenames: str) -> str:
+    return "Source: " + ", ".join(f"`benchmarks/results/{f}`" for f in filenames) + "."
+
+
+def rate(images_per_s: float) -> str:
+    return f"{images_per_s:,.0f}" if images_per_s >= 100 else f"{images_per_s:.1f}"
+
+
+def minutes(seconds: Iterable[float]) -> str:
+    values = [round(s / 60) for s in seconds]
+    low, high = min(values), max(values)
+    return f"{low} min" if low == high else f"{low}-{high} min"
+
+
+# --- NAS-Bench-201 search quality (benchmarks/search_quality.py) -------------------------------------------
+
+SEARCH_QUALITY = "search_quality_nb201_cpu.json"
+SEARCH_QUALITY_3X = "search_quality_nb201_cpu_3x.json"
+# The nb201-cpu preset's row rerun over seeds 0-2 after the CPU convolution-gradient change (same maths, other
+# rounding); the file name carries the code version it ran at.
+SEARCH_QUALITY_RERUN = "search_quality_nb201_cpu_rerun.json"
+
+
+def method_label(result: dict, key: str) -> str:
+    """``beta_darts --arch-reg-weight 5`` from the command the benchmark recorded for ``key``."""
+    command = result.get("commands", {}).get(key)
+    if not command or "--method" not in command:
+        return f"`{key}`"
+    start = command.index("--method")
+    extra = []
+    for flag, value in zip(command[start + 2 :: 2], command[start + 3 :: 2], strict=False):
+        if flag in ("--seed", "--data", "--nb201-table", "--workdir"):
+            break
+        extra.append(f"{flag} {value}")
+    return f"`{' '.join([command[start + 1], *extra])}`"
+
+
+def per_seed(runs: list[dict], field: str) -> str:
+    return ", ".join(str(r[field]) for r in runs)
+
+
+def edges(runs: list[dict]) -> str:
+    return ", ".join(f"{r['skip_connect']}/{r['none']}" for r in runs)
+
+
+def runs_of(result: dict, key: str) -> list[dict]:
+    return sorted((r for r in result["runs"] if r["method"] == key), key=lambda r: r["seed"])
+
+
+def mean_range(summary: dict) -> str:
+    return f"{summary['table_acc_mean']:.2f} ({summary['table_acc_min']:.2f}-{summary['table_acc_max']:.2f})"
+
+
+@renderer("nb201_summary")
+def _nb201_summary() -> str:
+    result = load(SEARCH_QUALITY)
+    order = sorted(result["methods"], key=lambda k: -result["methods"][k]["table_acc_mean"])
+    rows = []
+    for key in order:
+        summary, runs = result["methods"][key], runs_of(result, key)
+        rows.append([
+            method_label(result, key),
+            mean_range(summary),
+            edges(runs),
+            f"{summary['disconnected_runs']} of {summary['runs']}",
+            minutes(r["wall_time_s"] for r in runs),
+        ])  # fmt: skip
+    seeds = sorted({r["seed"] for r in result["runs"]})
+    return "\n".join([
+        md_table(["method", "NAS-Bench-201 accuracy: mean (range)", "`skip_connect`/`none` edges per seed",
+                  "cells cut off from the input", "wall time per run"], rows),
+        "",
+        f"Preset `{result['preset']}`, {result['arch_epochs']} architecture epochs, seeds "
+        f"{', '.join(map(str, seeds))}; {result['parallel']} searches at a time on a 2-core CPU "
+        f"(jax {result['environment']['jax']}). {source(SEARCH_QUALITY)}",
+    ])  # fmt: skip
+
+
+@renderer("nb201_runs")
+def _nb201_runs() -> str:
+    result = load(SEARCH_QUALITY)
+    rows = []
+    for key in result["methods"]:
+        for r in runs_of(result, key):
+            rows.append([method_label(result, key), r["seed"], f"`{r['arch_str']}`", f"{r['table_acc']:.2f}",
+                         f"{r['table_rank']:,}", f"{r['skip_connect']}/{r['none']}",
+                         minutes([r["wall_time_s"]])])  # fmt: skip
+    return "\n".join([
+        md_table(["method", "seed", "cell found", "accuracy", "rank of 15,625", "skip/none", "wall time"], rows),
+        "",
+        source(SEARCH_QUALITY),
+    ])  # fmt: skip
+
+
+@renderer("nb201_3x")
+def _nb201_3x() -> str:
+    long, short = load(SEARCH_QUALITY_3X), load(SEARCH_QUALITY)
+    rows = []
+    for key in long["methods"]:
+        (run,) = runs_of(long, key)
+        before = [r for r in runs_of(short, key) if r["seed"] == run["seed"]]
+        per_epoch = run["table_acc_per_epoch"]
+        warmup = len(per_epoch) - long["arch_epochs"]
+        held = len(per_epoch)
+        while held > 1 and per_epoch[held - 2] == per_epoch[-1]:
+            held -= 1
+        rows.append([
+            method_label(long, key),
+            f"{before[0]['table_acc']:.2f}" if before else "not run",
+            f"{run['table_acc']:.2f} (rank {run['table_rank']:,})",
+            f"architecture epoch {held - warmup}",
+            f"{run['skip_connect']}/{run['none']}",
+            minutes([run["wall_time_s"]]),
+        ])  # fmt: skip
+    return "\n".join([
+        md_table(["method", f"{short['arch_epochs']} epochs", f"{long['arch_epochs']} epochs",
+                  "final cell held from", "skip/none at the end", "wall time"], rows),
+        "",
+        f"Seed {', '.join(str(r['seed']) for r in long['runs'][:1])}. {source(SEARCH_QUALITY_3X, SEARCH_QUALITY)}",
+    ])  # fmt: skip
+
+
+@renderer("nb201_rerun")
+def _nb201_rerun() -> str:
+    rerun, first = load(SEARCH_QUALITY_RERUN), load(SEARCH_QUALITY)
+    (key,) = rerun["methods"]
+    rows = []
+    for r in runs_of(rerun, key):
+        earlier = [e for e in runs_of(first, key) if e["seed"] == r["seed"]]
+        rows.append([r["seed"], f"`{r['arch_str']}`", f"{r['table_acc']:.2f}", f"{r['table_rank']:,}",
+                     f"{earlier[0]['table_acc']:.2f}" if earlier else "-", minutes([r["wall_time_s"]])])  # fmt: skip
+    return "\n".join([
+        md_table(["seed", "cell found", "accuracy", "rank", "first matrix", "wall time"], rows),
+        "",
+        f"{method_label(rerun, key)}: mean **{mean_range(rerun['methods'][key])}** against "
+        f"{mean_range(first['methods'][key])} in the first matrix; {rerun['parallel']} runs at a time. "
+        "Source: `benchmarks/results/search_quality_nb201_cpu_rerun.json`.",
+    ])  # fmt: skip
+
+
+NB201_TABLE = ROOT / "benchmarks" / "tables" / "nb201_cifar10.csv.gz"
+
+
+@renderer("nb201_baselines")
+def _nb201_baselines() -> str:
+    """Reference points computed from the NAS-Bench-201 table itself."""
+    import csv
+    import gzip
+    import statistics
+
+    with gzip.open(NB201_TABLE, "rt", newline="") as f:
+        table = {row["arch_str"]: float(row["cifar10_test_acc"]) for row in csv.DictReader(f)}
+    ops = {arch: re.findall(r"\|(\w+)~\d", arch) for arch in table}
+    conv = [acc for arch, acc in table.items() if set(ops[arch]) <= {"nor_conv_1x1", "nor_conv_3x3"}]
+    skip = [acc for arch, acc in table.items() if set(ops[arch]) == {"skip_connect"}]
+    every = list(table.values())
+    rows = [
+        ["the best cell", "1", f"{max(every):.2f}", "-"],
+        ["cells of only `nor_conv_1x1` / `nor_conv_3x3`", f"{len(conv):,}", f"{statistics.mean(conv):.2f}",
+         f"{statistics.median(conv):.2f}"],
+        ["every cell", f"{len(every):,}", f"{statistics.mean(every):.2f}", f"{statistics.median(every):.2f}"],
+        ["the all-`skip_connect` cell (where DARTS collapses)", f"{len(skip)}", f"{statistics.mean(skip):.2f}", "-"],
+    ]  # fmt: skip
+    return "\n".join([
+        md_table(["cells", "how many", "mean accuracy", "median"], rows),
+        "",
+        "Computed from `benchmarks/tables/nb201_cifar10.csv.gz` (CIFAR-10 test accuracy, 200 epochs).",
+    ])  # fmt: skip
+
+
+@renderer("darts_cpu")
+def _darts_cpu() -> str:
+    result = load("darts_cpu_search.json")
+    rows = []
+    for r in result["runs"]:
+        code = "current" if "commit" in r else "earlier, slower CPU convolutions"
+        rows.append([r["seed"], code, r["conditions"], f"{r['wall_time_s']:.0f} s",
+                     f"{r['val_acc']} / {r['test_acc']}",
+                     f"{r['val_acc_derived']} / {r['test_acc_derived']}"])  # fmt: skip
+    return "\n".join([
+        md_table(["seed", "code", "conditions", "search wall time", "supernet val / test %",
+                  "derived cell val / test %"], rows),
+        "",
+        f"`{result['command']}`; chance is 10%. {source('darts_cpu_search.json')}",
+    ])  # fmt: skip
+
+
+# --- speed ------------------------------------------------------------------------------------------------
+
+DEFAULT_SIZE = {"chain": "C=32, D=4", "nb201": "C=16, N=5", "darts": "C=16, 8 cells"}
+
+
+def space_label(space: str, init_channels: int | None, depth: int | None) -> str:
+    if init_channels is None and depth is None:
+        return f"{space} ({DEFAULT_SIZE[space]})"
+    unit = {"chain": "D", "nb201": "N"}.get(space)
+    return f"{space} (C={init_channels}, {f'{unit}={depth}' if unit else f'{depth} cells'})"
+
+
+@renderer("step_throughput_cpu")
+def _step_throughput_cpu() -> str:
+    result = load("step_throughput_cpu.json")
+    by_key: dict[tuple[str, str], dict[str, dict]] = {}
+    for row in result["rows"]:
+        by_key.setdefault((row["space"], row["sampler"]), {})[row["step"]] = row
+    rows = []
+    for (space, sampler), steps in by_key.items():
+        w, a = steps["weight_step"], steps["arch_step"]
+        rows.append([space_label(space, result["init_channels"], result["depth"]), f"`{sampler}`",
+                     w["images_per_s"], a["images_per_s"],
+                     f"{w['compile_s']:.0f} s / {a['compile_s']:.0f} s"])  # fmt: skip
+    batch = result["rows"][0]["batch_size"]
+    return "\n".join([
+        md_table(["space", "sampler", "`weight_step` img/s", "`arch_step` img/s", "compile (weight / arch)"], rows),
+        "",
+        f"Batch {batch}, {result['image_size']}x{result['image_size']} images, {result['backend'].upper()} "
+        f"(jax {result['jax']}), empty compilation cache; nb201 with its cells scanned (the default). "
+        f"{source('step_throughput_cpu.json')}",
+    ])  # fmt: skip
+
+
+def _layout(scan_cells: bool | None) -> str:
+    return "unrolled" if scan_cells is False else "scanned (default)"
+
+
+@renderer("compile_cpu")
+def _compile_cpu() -> str:
+    result, default = load("compile_and_steps_cpu.json"), load("step_throughput_cpu.json")
+    rows = []
+    nb201_softmax = [r for r in default["rows"] if r["space"] == "nb201" and r["sampler"] == "softmax"]
+    supernet_runs = [default | {"rows": nb201_softmax}]
+    for run in supernet_runs + [r for r in result["runs"] if r["benchmark"] == "step_throughput"]:
+        for r in run["rows"]:
+            rows.append([f"{space_label(r['space'], run['init_channels'], run['depth'])} supernet `{r['step']}`, "
+                         f"`{r['sampler']}`, batch {r['batch_size']}", _layout(r["scan_cells"]),
+                         f"{r['compile_s']:.1f} s", f"{r['step_s']:.2f} s"])  # fmt: skip
+    for run in (r for r in result["runs"] if r["benchmark"] == "train_throughput"):
+        for r in run["rows"]:
+            rows.append([f"{r['genotype']} training step, C={run['init_channels']}, batch {r['batch_size']}",
+                         _layout(r["scan_cells"]), f"{r['compile_s']:.1f} s", f"{r['step_ms']:.0f} ms"])  # fmt: skip
+    return "\n".join([
+        md_table(["program", "cells", "compile", "step"], rows),
+        "",
+        "Each with an empty compilation cache, one at a time on a 2-core CPU. The commands are listed in the "
+        f"source files. {source('compile_and_steps_cpu.json', 'step_throughput_cpu.json')}",
+    ])  # fmt: skip
+
+
+@renderer("train_throughput")
+def _train_throughput() -> str:
+    rows = []
+    for filename in ("train_throughput_h100.json", "train_throughput_cpu.json"):
+        result = load(filename)
+        device = result["device"] if result["backend"] != "cpu" else "2-core CPU"
+        size = f" (C={result['init_channels']}, `--layers {result['layers']}`)" if result["init_channels"] else ""
+        for r in result["rows"]:
+            rows.append([device, f"{r['genotype']}{size}", r["compute_dtype"], r["batch_size"],
+                         r["steps_per_dispatch"], f"{r['compile_s']:.0f} s", rate(r["images_per_s"])])  # fmt: skip
+    return "\n".join([
+        md_table(["device", "network", "compute", "batch", "steps per dispatch", "compile", "images/s"], rows),
+        "",
+        f"The `fast` recipe's training iteration. {source('train_throughput_h100.json', 'train_throughput_cpu.json')}",
+    ])  # fmt: skip
+
+
+@renderer("train_fast_h100")
+def _train_fast_h100() -> str:
+    result = load("train_fast_h100.json")
+    rows, notes = [], []
+    for genotype, run in result["runs"].items():
+        if "summary" not in run:
+            notes.append(f"{genotype}: {run.get('status', 'not run')}.")
+            continue
+        s, curve = run["summary"], run["accuracy_vs_wall_time"]
+        rows.append([genotype, s["recipe"], len(curve), f"**{s['test_acc']:.1f}%**", f"{s['test_acc_no_tta']:.1f}%",
+                     f"{s['wall_time_s']:.0f} s", f"{curve[0]['wall_time_s']:.0f} s",
+                     f"{s['train_images_per_s']:,.0f}", f"{s['params']:,}"])  # fmt: skip
+        notes.insert(0, f"Command: `{run['command']}`.")
+    return "\n".join([
+        md_table(["genotype", "recipe", "epochs", "test accuracy, flip TTA", "without TTA", "wall time",
+                  "first epoch done at (compilation included)", "train images/s", "weights"], rows),
+        "",
+        f"One NVIDIA H100, {s['compute_dtype']}; {s['data']['train']:,} CIFAR-10 training images, "
+        f"{s['data']['test']:,} held out as the test split. " + " ".join(notes) + f" {source('train_fast_h100.json')}",
+    ])  # fmt: skip
+
+
+@renderer("profile_chain_cpu")
+def _profile_chain_cpu() -> str:
+    result = load("profile_chain_cpu.json")
+    steps = result["steps_profiled"]
+    groups = {
+        "depthwise-convolution ops (`sep_conv_3/5/7`, `dil_conv_3/5`)": (
+            "sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "dil_conv_3x3", "dil_conv_5x5"),
+        "of which `sep_conv_7x7`": ("sep_conv_7x7",),
+        "`conv_7x1_1x7`": ("conv_7x1_1x7",),
+        "pooling ops": ("max_pool_3x3", "avg_pool_3x3"),
+        "the mixture itself (weights times op outputs, the sum)": ("mixture",),
+    }  # fmt: skip
+
+    def share(step: dict, names: Iterable[str], field: str = "by_op_ms") -> str:
+        return f"{100 * sum(step[field].get(n, 0.0) for n in names) / step['thunk_ms']:.0f}%"
+
+    rows = [["compute in thunks per step", *(f"{steps[s]['thunk_ms'] / 1000:.2f} s" for s in steps)]]
+    rows += [[label, *(share(steps[s], names) for s in steps)] for label, names in groups.items()]
+    for kind in steps["weight_step"]["by_kind_ms"]:
+        rows.append([f"kind: {kind}", *(share(steps[s], [kind], "by_kind_ms") for s in steps)])
+    return "\n".join([
+        md_table(["", *(f"`{s}`" for s in steps)], rows),
+        "",
+        f"Space `{result['space']}` (C=32, D=4), sampler `{result['sampler']}`, batch {result['batch_size']}, "
+        f"2-core CPU; thunks run on both cores, so their sum exceeds the wall time. "
+        f"{source('profile_chain_cpu.json')}",
+    ])  # fmt: skip
+
+
+# --- devices ------------------------------------------------------------------------------------------------
+
+
+@renderer("sharding")
+def _sharding() -> str:
+    rows = []
+    for filename in ("sharding_h100.json", "sharding_cpu.json"):
+        result = load(filename)
+        for run in result["runs"]:
+            n = run["device_count"]
+            device = run["device"] if run["backend"] != "cpu" else f"CPU, {n} fake device{'s' * (n > 1)}"
+            for r in run["rows"]:
+                diff = r["max_abs_loss_difference"]
+                rows.append([device, r["variant"].replace(" 1 devices", " 1 device"), f"{r['weights']['step_ms']:.1f}",
+                             f"{r['arch']['step_ms']:.1f}", f"{diff:.1e}" if diff else "0"])  # fmt: skip
+    h100, cpu = load("sharding_h100.json"), load("sharding_cpu.json")
+    return "\n".join([
+        md_table(["where", "variant", "weight iteration ms", "architecture iteration ms",
+                  "largest loss difference to plain jit"], rows),
+        "",
+        f"Chain C={cpu['init_channels']} D={cpu['depth']}, `{cpu['sampler']}`; batch {h100['batch_size']} on the "
+        f"GPU, {cpu['batch_size']} on the CPU. {source('sharding_h100.json', 'sharding_cpu.json')}",
+    ])  # fmt: skip
+
+
+@renderer("cpu_devices_smoke")
+def _cpu_devices_smoke() -> str:
+    result = load("cpu_devices_smoke.json")
+    rows = [[name, f"`{r['flags']}`", r["exit_status"], f"{r['wall_s']:.0f} s", r["val_acc"], r["test_acc"]]
+            for name, r in result["runs"].items()]  # fmt: skip
+    return "\n".join([
+        md_table(["sampler", "flags", "exit status", "wall time", "val %", "test %"], rows),
+        "",
+        f"{result['devices']} CPU devices on a machine with {result['machine'].split(', ')[-1]}. "
+        f"{source('cpu_devices_smoke.json')}",
+    ])  # fmt: skip
+
+
+# --- faults -------------------------------------------------------------------------------------------------
+
+
+@renderer("random_kills")
+def _random_kills() -> str:
+    result = load("random_kills_cpu.json")
+    after = [k["after_s"] for k in result["kills"]]
+    same = [k for k, v in result["identical"].items() if v]
+    same = ", ".join(same[:-1]) + " and " + same[-1] if len(same) > 1 else "".join(same)
+    verdict = "identical" if result["all_identical"] else "NOT identical"
+    return (
+        f"`benchmarks/random_kills.py` SIGKILLed the search `{result['command']}` {len(after)} times, each "
+        f"{min(after):.0f}-{max(after):.0f} s into a process, then let it finish: {verdict} to the uninterrupted run "
+        f"({result['uninterrupted_s']:.0f} s) in {same}. {source('random_kills_cpu.json')}"
+    )
+
+
+@renderer("checkpoint_cost")
+def _checkpoint_cost() -> str:
+    r = load("checkpoint_cost_cpu.json")
+    return (
+        f"`benchmarks/checkpoint_cost.py` on the `{r['preset']}` preset, 2-core CPU: "
+        f"{r['checkpoint_bytes'] / 1e6:.2f} MB per checkpoint, {1000 * r['save_blocking_s']:.0f} ms of blocking save "
+        f"time ({1000 * r['save_complete_s']:.0f} ms until committed, in the background), against "
+        f"{r['weight_step_s']:.1f} s per weight step at batch {r['batch_size']}: a checkpoint every "
+        f"{r['checkpoint_every']} steps costs {r['overhead_percent']:.3f}% of the step time. "
+        f"{source('checkpoint_cost_cpu.json')}"
+    )
+
+
+# --- files --------------------------------------------------------------------------------------------------
+
+
+def render_text(text: str, where: str = "text") -> str:
+    """``text`` with every generated block re-rendered; unknown names and unclosed blocks are errors."""
+    names = BEGIN.findall(text)
+    blocks = list(BLOCK.finditer(text))
+    if len(blocks) != len(names):
+        raise ValueError(f"{where}: a generated block without its END marker ({', '.join(names)})")
+    for name in names:
+        if name not in RENDERERS:
+            raise ValueError(f"{where}: no renderer for block {name!r} (known: {', '.join(sorted(RENDERERS))})")
+
+    def replace(match: re.Match) -> str:
+        body = RENDERERS[match["name"]]().strip() + "\n"
+        return match["begin"] + body + match["end"]
+
+    return BLOCK.sub(replace, text)
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def stale_blocks(files: Iterable[Path] | None = None) -> list[str]:
+    """``FILE: NAME`` for every block whose text differs from what its renderer gives now."""
+    stale = []
+    for path in doc_files() if files is None else files:
+        text = path.read_text()
+        fresh = render_text(text, shown(path))
+        if fresh != text:
+            pairs = zip(BLOCK.finditer(text), BLOCK.finditer(fresh), strict=True)
+            stale += [f"{shown(path)}: {old['name']}" for old, new in pairs if old["body"] != new["body"]]
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if any generated block is stale; write nothing")
+    args = parser.parse_args(argv)
+    try:
+        if args.check:
+            stale = stale_blocks()
+            for entry in stale:
+                print(f"stale: {entry}", file=sys.stderr)
+            if stale:
+                print("run: python benchmarks/render_tables.py", file=sys.stderr)
+            return 1 if stale else 0
+        for path in doc_files():
+            text = path.read_text()
+            fresh = render_text(text, shown(path))
+            if fresh != text:
+                path.write_text(fresh)
+                print(f"rewrote {shown(path)}")
+    except (OSError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
