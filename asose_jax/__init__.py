@@ -9,15 +9,15 @@ Layers (each imports only from the ones before it; see README, Architecture):
   train/     training a genotype from scratch: its config and driver
 """
 
-from asose_jax.search.config import SearchConfig
-from asose_jax.search.steps import build_model, init_search_state, make_search_steps
-from asose_jax.spaces import build_search_model, count_params, init_arch_logits
+from asose_jax.search.step_config import SearchConfig
+from asose_jax.search.steps import init_search_state, make_search_steps, supernet_from_config
+from asose_jax.spaces import build_supernet, count_params, init_arch_logits
 from asose_jax.spaces.genotypes import derive_genotype, genotype_from_json, genotype_to_json
 
 __all__ = [
     "SearchConfig",
-    "build_model",
-    "build_search_model",
+    "supernet_from_config",
+    "build_supernet",
     "count_params",
     "derive_genotype",
     "genotype_from_json",

@@ -27,7 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from asose_jax.runtime.checkpointing import CHECKPOINT_DIR, Checkpoints  # noqa: E402
 from asose_jax.search.run_config import preset  # noqa: E402
-from asose_jax.search.steps import build_model, init_search_state, make_search_steps  # noqa: E402
+from asose_jax.search.steps import init_search_state, make_search_steps, supernet_from_config  # noqa: E402
 
 
 def _directory_bytes(path: pathlib.Path) -> int:
@@ -36,7 +36,7 @@ def _directory_bytes(path: pathlib.Path) -> int:
 
 def measure(args) -> dict:
     config = preset(args.preset)
-    model = build_model(config.search)
+    model = supernet_from_config(config.search)
     state = init_search_state(model, config.search, (32, 32, 3))
     progress = {"position": {"cycle": 1, "phase": 0, "epoch": 1, "batch": 0}, "epoch_history": [{"loss": 1.0}] * 200}
     workdir = pathlib.Path(tempfile.mkdtemp())

@@ -1,19 +1,17 @@
 #!/usr/bin/env bash
-# The GPU measurements of the retraining and sharding issues, for a lent machine with little time.
+# GPU measurements for a lent machine with little time; results (logs, packed run directories) go to $OUT.
 #
 #   throughput  training-step images/s of the fast recipe (NB201_BEST at K = 1 and 4 steps per dispatch,
-#               DARTS_V2 at K = 4, bfloat16). On an H100: 13,400 / 32,900 and 3,400 img/s; DARTS_V2's
-#               step compiles for 200 s there.
-#   nb201       NB201_BEST, fast recipe, 20 epochs on 45,000 CIFAR-10 images (5,000 held out as the test
-#               split): 88.2% with flip TTA in 71 s on an H100.
-#   darts       DARTS_V2, fast recipe, 10 epochs on the same data: about 200 s of compilation and 130 s of
-#               training on an H100 (not yet run: the first lent machine's time ran out).
-#   sharding    the search iterations with and without the sharding wrapper on one GPU.
+#               DARTS_V2 at K = 4, bfloat16)
+#   nb201       NB201_BEST, fast recipe, 20 epochs on 45,000 CIFAR-10 images (5,000 held out as the test split)
+#   darts       DARTS_V2, fast recipe, 10 epochs on the same data
+#   sharding    the search iterations with and without the sharding wrapper on one GPU
 #
-# Run from the repository root with data/gpu/ holding ../shared/datasets/cifar10-jpeg/{train.npz,to_arrays.py}
-# (carry data/gpu) and OUT set to a folder for the results:  OUT=/tmp/out bash benchmarks/gpu_acceptance.sh darts
+# Run from the repository root with the machine's own Python (the project need not be installed: PYTHONPATH is
+# set below) and data/gpu/cifar10.npz in the x_train, y_train, x_test, y_test layout (carry data/gpu):
+#   OUT=/tmp/out bash benchmarks/gpu_acceptance.sh darts
 set -uo pipefail
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 PYTHONPATH=.
 PY=${PYTHON:-python3}
 part=${1:?usage: gpu_acceptance.sh throughput|nb201|darts|sharding}
 exec > >(grep --line-buffered -v cuda_timer | tee -a "$OUT/log_$part.txt") 2>&1
@@ -23,8 +21,7 @@ $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__ve
 jax.devices())" || exit 1
 
 train() {  # genotype, epochs: the fast recipe on 45,000 images, the run directory packed into $OUT
-  [ -f /tmp/cifar10.npz ] || $PY data/gpu/to_arrays.py /tmp/cifar10.npz --test 5000 || exit 1
-  $PY experiments/cifar10_train.py --genotype "$1" --recipe fast --epochs "$2" --data npz:/tmp/cifar10.npz \
+  $PY experiments/cifar10_train.py --genotype "$1" --recipe fast --epochs "$2" --data npz:data/gpu/cifar10.npz \
     --workdir "/tmp/runs/$1" --compilation-cache /tmp/xla --log-every 400
   tar czf "$OUT/run_$1.tgz" -C /tmp/runs "$1"
 }

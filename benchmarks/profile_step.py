@@ -29,8 +29,8 @@ import jax
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from asose_jax.nn.operations import OPS  # noqa: E402
-from asose_jax.search.config import SearchConfig  # noqa: E402
-from asose_jax.search.steps import build_model, init_search_state, make_search_steps  # noqa: E402
+from asose_jax.search.step_config import SearchConfig  # noqa: E402
+from asose_jax.search.steps import init_search_state, make_search_steps, supernet_from_config  # noqa: E402
 from benchmarks.timing import environment  # noqa: E402
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (?:\(.*?\)|\S+) ([a-z][\w\-]*)\((.*)$")
@@ -168,7 +168,7 @@ def main():
         depth=args.depth,
         scan_cells=args.scan_cells,
     )
-    model = build_model(config)
+    model = supernet_from_config(config)
     state = init_search_state(model, config, (args.image_size, args.image_size, 3))
     steps = make_search_steps(model, config)
     key_image, key_label = jax.random.split(jax.random.key(0))

@@ -32,15 +32,15 @@ def worker(args) -> dict:
     import jax
 
     from asose_jax.runtime import parallel
-    from asose_jax.search.config import SearchConfig
     from asose_jax.search.iterations import make_iterations
     from asose_jax.search.run_config import RunConfig
-    from asose_jax.search.steps import build_model, init_search_state
+    from asose_jax.search.step_config import SearchConfig
+    from asose_jax.search.steps import init_search_state, supernet_from_config
     from benchmarks.timing import environment, time_compiled
 
     config = RunConfig(search=SearchConfig(space=args.space, sampler=args.sampler, init_channels=args.init_channels,
                                            depth=args.depth), batch_size=args.batch_size)  # fmt: skip
-    model = build_model(config.search)
+    model = supernet_from_config(config.search)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(args.batch_size, mesh)
     rng = np.random.default_rng(0)

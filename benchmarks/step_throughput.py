@@ -16,9 +16,9 @@ import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from asose_jax.search.config import SearchConfig  # noqa: E402
 from asose_jax.search.sampling import SAMPLERS  # noqa: E402
-from asose_jax.search.steps import build_model, init_search_state, make_search_steps  # noqa: E402
+from asose_jax.search.step_config import SearchConfig  # noqa: E402
+from asose_jax.search.steps import init_search_state, make_search_steps, supernet_from_config  # noqa: E402
 from asose_jax.spaces import SPACES  # noqa: E402
 from benchmarks.timing import environment, time_compiled  # noqa: E402
 
@@ -27,7 +27,7 @@ def benchmark(space: str, sampler: str, args) -> list[dict]:
     config = SearchConfig(
         space=space, sampler=sampler, init_channels=args.init_channels, depth=args.depth, scan_cells=args.scan_cells
     )
-    model = build_model(config)
+    model = supernet_from_config(config)
     state = init_search_state(model, config, (args.image_size, args.image_size, 3))
     steps = make_search_steps(model, config)
     keys = jax.random.split(jax.random.key(0), 4)

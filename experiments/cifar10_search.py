@@ -1,12 +1,13 @@
 """Run an ASO-SE architecture search on CIFAR-10.
 
-    python experiments/cifar10_search.py                          # the reference preset, tfds data
+    python experiments/cifar10_search.py --preset smoke                # about 10 minutes on a 2-core CPU
     python experiments/cifar10_search.py --preset smoke --data npz:data/cifar10.npz
     python experiments/cifar10_search.py --preset darts --space darts --batch-size 96
-    python experiments/cifar10_search.py --preset nb201-cpu --data npz:data/cifar10.npz \
+    python experiments/cifar10_search.py --preset nb201-cpu --data npz:data/cifar10.npz \\
         --nb201-table benchmarks/tables/nb201_cifar10.csv.gz        # scored on NAS-Bench-201
 
-Every flag left out takes the preset's value (shown as the default below, for the reference preset).
+Every flag left out takes the preset's value (the defaults shown are the chosen preset's: reference, the
+original's full-size search for a GPU, unless --preset names another).
 Bad input ends with one line on stderr and exit status 2.
 """
 
@@ -17,52 +18,54 @@ import dataclasses
 import json
 import pathlib
 import sys
-import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from asose_jax.runtime.cli import (  # noqa: E402
+from asose_jax.runtime.cli import (
     ArgumentParser,
     add_config_flags,
     add_run_directory_flags,
     add_runtime_flags,
+    chosen,
     given_settings,
     setup_runtime,
 )
-from asose_jax.runtime.rundir import Interrupted  # noqa: E402
-from asose_jax.search.config import SearchConfig, check_given_settings  # noqa: E402
-from asose_jax.search.methods import METHODS, with_method  # noqa: E402
-from asose_jax.search.run_config import PRESETS, RunConfig, preset  # noqa: E402
+from asose_jax.runtime.rundir import Interrupted, default_workdir
+from asose_jax.search.methods import METHODS, with_method
+from asose_jax.search.run_config import HELP_GROUPS, PRESETS, RunConfig, preset
+from asose_jax.search.step_config import SearchConfig, check_given_settings
 
 _MODEL_FIELDS = ("init_channels", "depth", "op_names")  # dropped when --space changes the base's space
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        description="ASO-SE architecture search on CIFAR-10.", formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="presets: " + "; ".join(f"{name} ({p.search.space}, {p.cycles} cycles)" for name, p in PRESETS.items()),
-    )  # fmt: skip
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The flags, in groups; their help shows the defaults of the preset that ``argv`` names (``--preset``)."""
+    name = chosen(argv, "--preset", "reference")
+    shown = PRESETS.get(name, PRESETS["reference"])
+    presets = "; ".join(f"{n} ({p.search.space}, {p.cycles} cycle{'s' * (p.cycles != 1)})" for n, p in PRESETS.items())
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog=f"presets: {presets}")  # fmt: skip
     parser.add_argument(
         "--preset",
         metavar="{" + ",".join(PRESETS) + "}",
-        help=f"named settings: {', '.join(PRESETS)} (default: reference; when --workdir holds a run, its settings)",
-    )
-    add_run_directory_flags(
-        parser, "runs/<preset>-<space>-<time>", "build everything, write config.json and summary.json"
+        help="named settings that the flags override; the defaults shown are this preset's (default: reference; "
+        "when --workdir holds a run, its settings)",
     )
     parser.add_argument(
         "--method",
         metavar="{" + ",".join(METHODS) + "}",
         help=f"search method: {', '.join(METHODS)}; sets the sampler, temperatures and logit regulariser, "
-        "which the flags below override (default: the preset's)",
+        "which the method flags override (default: the preset's)",
     )
-    add_runtime_flags(parser)
-    add_config_flags(parser, RunConfig, PRESETS["reference"])
+    groups = add_config_flags(parser, RunConfig, shown, HELP_GROUPS)
+    add_run_directory_flags(
+        groups["run directory"], "runs/<preset>-<space>-<time>-<pid>", "build everything, write config.json and "
+        "summary.json and print an estimate of the run's time"
+    )  # fmt: skip
+    add_runtime_flags(groups["devices"])
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    return build_parser(argv).parse_args(argv)
 
 
 def build_config(args: argparse.Namespace, saved: RunConfig | None = None) -> RunConfig:
@@ -95,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = build_config(args, saved_config(args.workdir))
-        workdir = (
-            args.workdir or f"runs/{args.preset or 'reference'}-{config.search.space}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        workdir = args.workdir or default_workdir(f"{args.preset or 'reference'}-{config.search.space}")
         setup_runtime(args)
 
         from asose_jax.search.driver import train_and_evaluate
@@ -110,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as stop:
         print(f"stopped: {stop}", file=sys.stderr)
         return stop.exit_code
+    except (RuntimeError, MemoryError) as err:  # JAX's runtime errors (out of memory among them) are RuntimeErrors
+        from asose_jax.runtime.memory import failure_line
+
+        if (line := failure_line(err)) is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(f"dry run: {summary['params']['weights']:,} weights, {summary['params']['arch']} logits; wrote {workdir}")
     else:

@@ -1,11 +1,11 @@
 """Train a discovered (or published) architecture from scratch on CIFAR-10.
 
-    python experiments/cifar10_train.py --genotype runs/smoke/genotype.json --data npz:data/cifar10.npz
+    python experiments/cifar10_train.py --genotype runs/smoke --data npz:data/cifar10.npz  # a search's run directory
     python experiments/cifar10_train.py --genotype DARTS_V2                  # the DARTS protocol, 600 epochs
     python experiments/cifar10_train.py --genotype NB201_BEST --recipe fast  # accuracy per GPU-second
 
-Flags left out take the recipe's value (``standard`` defaults shown below). Bad input ends with one
-line on stderr and exit status 2.
+Flags left out take the recipe's value (the defaults shown are the chosen recipe's, standard unless --recipe
+names another). Bad input ends with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -14,38 +14,40 @@ import argparse
 import dataclasses
 import pathlib
 import sys
-import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from asose_jax.runtime.cli import (  # noqa: E402
+from asose_jax.runtime.cli import (
     ArgumentParser,
     add_config_flags,
     add_run_directory_flags,
     add_runtime_flags,
+    chosen,
     given_settings,
     setup_runtime,
 )
-from asose_jax.runtime.rundir import Interrupted  # noqa: E402
-from asose_jax.train.config import RECIPE_NAMES, TrainConfig, recipe  # noqa: E402
+from asose_jax.runtime.rundir import Interrupted, default_workdir
+from asose_jax.train.config import HELP_GROUPS, RECIPE_NAMES, TrainConfig, recipe
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The flags, in groups; their help shows the defaults of the recipe that ``argv`` names (``--recipe``)."""
+    name = chosen(argv, "--recipe", "standard")
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="standard", metavar="{" + ",".join(RECIPE_NAMES) + "}",
-                        help="named settings that the flags below override (default: %(default)s)")  # fmt: skip
+                        help="named settings that the flags override; the defaults shown are this recipe's "
+                        "(default: %(default)s)")  # fmt: skip
+    groups = add_config_flags(parser, TrainConfig, recipe(name if name in RECIPE_NAMES else "standard"), HELP_GROUPS)
     add_run_directory_flags(
-        parser,
-        "runs/train-<genotype>-<recipe>-<time>",
-        "build the network, write config.json and summary.json (weights, FLOPs)",
+        groups["run directory"],
+        "runs/train-<genotype>-<recipe>-<time>-<pid>",
+        "build the network, write config.json and summary.json (weights, FLOPs) and print an estimate of the run's "
+        "time",
     )
-    add_runtime_flags(parser)
-    add_config_flags(parser, TrainConfig, TrainConfig())
+    add_runtime_flags(groups["devices"])
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    return build_parser(argv).parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = build_config(args)
         label = pathlib.Path(config.genotype).parent.name if config.genotype.endswith(".json") else config.genotype
-        workdir = args.workdir or f"runs/train-{label}-{config.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+        workdir = args.workdir or default_workdir(f"train-{label}-{config.recipe}")
         setup_runtime(args)
 
         from asose_jax.train.driver import train_and_evaluate
@@ -70,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as stop:
         print(f"stopped: {stop}", file=sys.stderr)
         return stop.exit_code
+    except (RuntimeError, MemoryError) as err:  # JAX's runtime errors (out of memory among them) are RuntimeErrors
+        from asose_jax.runtime.memory import failure_line
+
+        if (line := failure_line(err)) is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(f"dry run: {summary['params']:,} weights (+ {summary['params_auxiliary']:,} auxiliary head), "
               f"{summary['flops_per_image'] or 0:,.0f} FLOPs per image; wrote {workdir}")  # fmt: skip

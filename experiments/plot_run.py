@@ -6,12 +6,9 @@ python experiments/plot_run.py runs/reference-chain-20261127-120000
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from asose_jax.runtime.plots import plot_run  # noqa: E402
+from asose_jax.runtime.plots import plot_run
 
 
 def main(argv: list[str] | None = None) -> int:

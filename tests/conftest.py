@@ -18,8 +18,8 @@ jax.config.update("jax_disable_most_optimizations", True)  # also where a plugin
 jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/asose_jax_xla_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
-from asose_jax.search.config import SearchConfig  # noqa: E402
-from asose_jax.search.steps import build_model, init_search_state, make_search_steps  # noqa: E402
+from asose_jax.search.step_config import SearchConfig  # noqa: E402
+from asose_jax.search.steps import init_search_state, make_search_steps, supernet_from_config  # noqa: E402
 
 IMAGE = 8
 TINY = {
@@ -37,7 +37,7 @@ def tiny_config(space: str = "chain", **overrides) -> SearchConfig:
 def search_setup(space: str = "chain", **overrides):
     """(config, model, initial state, steps) for a tiny model; cached across tests."""
     config = tiny_config(space, **overrides)
-    model = build_model(config)
+    model = supernet_from_config(config)
     return config, model, init_search_state(model, config, (IMAGE, IMAGE, 3)), make_search_steps(model, config)
 
 
@@ -68,3 +68,22 @@ def write_tiny_npz(path: pathlib.Path, n_train: int = 48, n_test: int = 16, seed
 def npz_path(tmp_path_factory) -> pathlib.Path:
     """A tiny synthetic data set: 48 training and 16 test images."""
     return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
+
+
+RUN_FILES = pathlib.Path(__file__).parent / "data" / "run_files.json"
+
+
+def pytest_sessionstart(session) -> None:
+    session.config.stash[_RUN_FILES_KEY] = RUN_FILES.read_bytes() if RUN_FILES.exists() else b""
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """``UPDATE_RUN_FILES=1`` rewrites the committed run-file list (``run_files.py``); a session that changed it
+    fails, so that a rewrite is reviewed and committed, never passed unnoticed."""
+    before = session.config.stash.get(_RUN_FILES_KEY, None)
+    if before is not None and RUN_FILES.exists() and RUN_FILES.read_bytes() != before:
+        print(f"\nrewrote {RUN_FILES}: review and commit it, then rerun without UPDATE_RUN_FILES")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_RUN_FILES_KEY = pytest.StashKey[bytes]()

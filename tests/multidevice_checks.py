@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 from asose_jax.runtime import parallel
 from asose_jax.search.iterations import jit_iterations, make_iterations
 from asose_jax.search.run_config import RunConfig
-from asose_jax.search.steps import build_model, init_search_state, make_search_steps
+from asose_jax.search.steps import init_search_state, make_search_steps, supernet_from_config
 from asose_jax.spaces.genotypes import ChainGenotype
 from asose_jax.spaces.networks import build_network
 from asose_jax.train.config import recipe
@@ -46,7 +46,7 @@ def data():
 def search(request):
     config = RunConfig(search=tiny_config("chain", sampler=request.param, op_names=("skip_connect", "sep_conv_3x3",
                        "max_pool_3x3")), batch_size=BATCH, cutout=4)  # fmt: skip
-    model = build_model(config.search)
+    model = supernet_from_config(config.search)
     return config, model, init_search_state(model, config.search, (IMAGE, IMAGE, 3))
 
 
@@ -103,7 +103,7 @@ def test_batches_really_are_sharded(search, data):
     assert sorted(len(s.data) for s in idx.addressable_shards) == [BATCH // 8] * 8
     stacked = parallel.shard_batch(np.arange(2 * BATCH).reshape(2, BATCH), mesh, leading=1)
     assert {s.data.shape for s in stacked.addressable_shards} == {(2, BATCH // 8)}
-    weights = jit_iterations(config, mesh).weights
+    weights = jit_iterations(config, mesh).weight_step
     hlo = weights.lower(model, parallel.replicate(state, mesh), *data, idx, np.bool_(False)).compile().as_text()
     assert "all-reduce" in hlo  # batch statistics and gradients are reduced across the devices
 

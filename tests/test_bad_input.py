@@ -8,6 +8,7 @@ in its own process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import IMAGE
@@ -25,6 +28,8 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import cifar10_search  # noqa: E402
 import cifar10_train  # noqa: E402
 
+from asose_jax.runtime import memory  # noqa: E402
+from asose_jax.runtime.input_pipeline import ImageArrays  # noqa: E402
 from asose_jax.search.run_config import PRESETS  # noqa: E402
 from asose_jax.train.config import TrainConfig  # noqa: E402
 
@@ -125,6 +130,10 @@ SEARCH_CASES = {
     "malformed grow-at": (flags("--grow-at", "2:deeper"), "'2:deeper' is not CYCLE:KIND"),
     "forced growth with growth off": (flags("--grow-at", "2:depth", "--growth", "off"), "--growth is off"),
     "unknown space": (flags("--space", "resnet"), "unknown search space 'resnet'"),
+    "seed of 2^63": (flags("--seed", "9223372036854775808"), "--seed must be an integer in [0, 4294967295]"),
+    "absurd channels": (flags("--init-channels", "100000"), "--init-channels must lie in [1, 4096], got 100000"),
+    "absurd depth": (flags("--depth", "100000000"), "--depth must lie in [1, 100], got 100000000"),
+    "absurd batch": (flags("--batch-size", "1000000"), "--batch-size must lie in [1, 65536], got 1000000"),
     "workdir is a file": (workdir_setup("file"), "is a file; choose a directory"),
     "workdir cannot be created": (workdir_setup("under-a-file"), "cannot create --workdir"),
     "foreign workdir": (workdir_setup("foreign"), "is not empty and holds no asose-jax run"),
@@ -152,6 +161,10 @@ TRAIN_CASES = {
     "zero steps per dispatch": (flags("--steps-per-dispatch", "0"), "--steps-per-dispatch must be a positive"),
     "unknown compute dtype": (flags("--compute-dtype", "float16"), "unknown --compute-dtype 'float16'"),
     "unknown nan policy": (flags("--nan-policy", "ignore"), "unknown --nan-policy 'ignore'"),
+    "seed of 2^63 (train)": (flags("--seed", "9223372036854775808"), "--seed must be an integer in [0, 4294967295]"),
+    "absurd channels (train)": (flags("--init-channels", "1099511627776"), "--init-channels must lie in [1, 4096]"),
+    "absurd layers (train)": (flags("--layers", "100000000"), "--layers must lie in [1, 100], got 100000000"),
+    "absurd batch (train)": (flags("--batch-size", "1000000"), "--batch-size must lie in [1, 65536], got 1000000"),
     "corrupt npz (train)": (data_flag(corrupt), "is not a readable .npz file"),
     "train limit above the data (train)": (flags("--train-limit", "500"), "--train-limit 500 is larger than the 48"),
     "finished workdir (train)": (workdir_setup("finished", TrainConfig().to_json()), "holds a finished run"),
@@ -233,12 +246,85 @@ def test_a_batch_not_divisible_by_the_devices_is_one_line(tmp_path):
     assert snapshot(tmp_path) == before
 
 
-def test_tfds_offline_is_one_line_within_seconds(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("tensorflow_datasets")
+@pytest.mark.parametrize("main", [cifar10_search.main, cifar10_train.main], ids=["search", "train"])
+def test_cifar10_offline_is_one_line_within_seconds(tmp_path, capsys, monkeypatch, main):
     from asose_jax.runtime import input_pipeline
 
     monkeypatch.setattr(input_pipeline, "unreachable", lambda host: "gaierror: Name or service not known")
-    args = with_flags(search_command(tmp_path), ["--data", "tfds", "--data-dir", str(tmp_path / "tfds")])
+    command = search_command(tmp_path) if main is cifar10_search.main else train_command(tmp_path)
+    args = with_flags(command, ["--data", "cifar10", "--data-dir", str(tmp_path / "cache")])
     start = time.perf_counter()
-    check(*run_main(cifar10_search.main, args, capsys), "cannot be reached (gaierror")
+    check(*run_main(main, args, capsys), "www.cs.toronto.edu cannot be reached (gaierror")
     assert time.perf_counter() - start < 30 and not (tmp_path / "run").exists()
+
+
+CLIS = {"search": (cifar10_search, search_command, "asose_jax.search.driver", "--depth"),
+        "train": (cifar10_train, train_command, "asose_jax.train.driver", "--layers")}  # fmt: skip
+
+
+@pytest.mark.parametrize("cli", list(CLIS))
+def test_a_step_larger_than_the_memory_is_one_line(cli, tmp_path, capsys, monkeypatch):
+    module, command, _, depth_flag = CLIS[cli]
+    monkeypatch.setattr(memory, "available_memory", lambda: (2**10, "the host's available"))
+    args = command(tmp_path)
+    before = snapshot(tmp_path)
+    message = f"more than the host's available 1.0 KiB of memory; lower --batch-size, --init-channels or {depth_flag}"
+    check(*run_main(module.main, args, capsys), message)
+    assert snapshot(tmp_path) == before, "the command changed files"
+
+
+@pytest.mark.parametrize("cli", list(CLIS))
+@pytest.mark.parametrize(
+    "error, message",
+    [
+        (jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while allocating 8.00GiB.\nstack"),
+         "error: out of memory (RESOURCE_EXHAUSTED: Out of memory while allocating 8.00GiB.); the last checkpoint is "
+         "kept: lower --batch-size"),
+        (MemoryError("Unable to allocate 9.7 GiB"), "error: out of memory (Unable to allocate 9.7 GiB)"),
+        (jax.errors.JaxRuntimeError("INTERNAL: cuDNN failed"), "error: INTERNAL: cuDNN failed (a JAX runtime error)"),
+    ],
+)  # fmt: skip
+def test_a_runtime_failure_mid_run_is_one_line(cli, error, message, tmp_path, capsys, monkeypatch):
+    module, command, driver, _ = CLIS[cli]
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(f"{driver}.train_and_evaluate", fail)
+    code, err = run_main(module.main, command(tmp_path), capsys)
+    check(code, err, message)
+
+
+def test_another_runtime_error_keeps_its_traceback(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("asose_jax.search.driver.train_and_evaluate", fail)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cifar10_search.main(search_command(tmp_path))
+
+
+def test_the_memory_estimate_matches_xla():
+    """The estimated activations of a step lie within the refusal's tolerance of the temporary memory XLA assigns
+    to the compiled gradient (a small chain supernet on 32 x 32 images)."""
+    from asose_jax.search.steps import supernet_from_config
+    from asose_jax.spaces import uniform_arch_weights
+
+    model = supernet_from_config(dataclasses.replace(PRESETS["smoke"].search, init_channels=8, depth=2))
+    images = np.zeros((8, 32, 32, 3), np.uint8)
+    data = ImageArrays(images, np.zeros(8, np.int32), images, np.zeros(8, np.int32))
+    estimate = memory.estimate_step_memory(model, 8 * jax.device_count(), data, copies=1)
+    arch = uniform_arch_weights(model)
+    x = jax.ShapeDtypeStruct((8, 32, 32, 3), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x[:1], arch, train=False), x)
+
+    def grad(variables, x):
+        def loss(params):
+            out, updates = model.apply({**variables, "params": params}, x, arch, train=True, mutable=["batch_stats"])
+            return jnp.sum(out), updates
+
+        return jax.grad(loss, has_aux=True)(variables["params"])
+
+    compiled = jax.jit(grad).lower(variables, x).compile().memory_analysis()
+    ratio = estimate.activations / compiled.temp_size_in_bytes
+    assert 1 / memory.TOLERANCE < ratio < memory.TOLERANCE, ratio

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from asose_jax.search import cycle
-from asose_jax.search.config import SearchConfig
 from asose_jax.search.run_config import PRESETS, RunConfig, preset
+from asose_jax.search.step_config import SearchConfig
 
 
 def test_phases_count_epochs_over_their_own_split():
@@ -53,7 +53,7 @@ def test_plateau_window_must_be_able_to_fill():
         ({"arch_split": 1.0}, "--arch-split must lie strictly between 0 and 1"),
         ({"arch_phase": "frozen"}, "unknown --arch-phase 'frozen'"),
         ({"plateau_threshold": -1.0}, "--plateau-threshold must be >= 0"),
-        ({"data": "csv:x"}, "unknown --data 'csv:x'; use tfds or npz:PATH"),
+        ({"data": "csv:x"}, "unknown --data 'csv:x'; use cifar10, npz:PATH or tfds"),
         ({"train_limit": 1}, "--train-limit must be an integer >= 2"),
         ({"test_limit": 0}, "--test-limit must be a positive integer"),
         ({"test_limit": True}, "--test-limit must be a positive integer"),

@@ -20,13 +20,13 @@ from asose_jax.nn.initializers import init_variables
 from asose_jax.nn.operations import OPS, batch_norm, conv
 from asose_jax.runtime.metrics_log import read_metrics
 from asose_jax.search import growth
-from asose_jax.search.config import SearchConfig
 from asose_jax.search.driver import train_and_evaluate
-from asose_jax.search.growth import Mutation
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.sampling import SAMPLERS, Sampler
-from asose_jax.search.steps import build_model, init_search_state
+from asose_jax.search.step_config import SearchConfig
+from asose_jax.search.steps import init_search_state, supernet_from_config
 from asose_jax.spaces import SPACES, space_of, uniform_arch_weights
+from asose_jax.spaces.base import Mutation
 from asose_jax.spaces.genotypes import derive_genotype, genotype_edge_weights, genotype_from_json, genotype_to_json
 from asose_jax.spaces.networks import build_network
 
@@ -58,9 +58,10 @@ def test_a_registered_op_and_sampler_are_searched_with_and_trained(monkeypatch, 
     assert summary["val_measure"] == "supernet" and 0 <= summary["val_acc"] <= 100
     assert set(summary["genotype"]["ops"]) <= set(ops)
     epochs = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "epoch"]
+    assert [r["phase"] for r in epochs] == ["warmup", "arch"]
     assert np.shape(epochs[-1]["arch_weights"]["blocks"]) == (2, 2)
-    logits = np.log(np.asarray(epochs[0]["arch_weights"]["blocks"]))
-    assert np.ptp(logits) > 0  # the logits moved in the architecture epoch
+    warmup, arch = (np.log(np.asarray(r["arch_weights"]["blocks"])) for r in epochs)  # log-softmax of the logits
+    assert np.abs(arch - warmup).max() > 0.01  # the architecture epoch moved the logits (by 0.14; the warm-up: 0)
     network = build_network(genotype_from_json(summary["genotype"]), init_channels=4, num_classes=10)
     images = np.zeros((2, IMAGE, IMAGE, 3), np.float32)
     variables = network.init(jax.random.key(0), images, train=False)
@@ -71,7 +72,7 @@ def test_a_registered_op_and_sampler_are_searched_with_and_trained(monkeypatch, 
 def test_every_space_implements_the_interface(name):
     """Supernet, logits, genotype derivation, JSON, edge weights of the genotype and the discrete network."""
     space = SPACES[name]
-    model = build_model(SearchConfig(space=name, **TINY[name]))
+    model = supernet_from_config(SearchConfig(space=name, **TINY[name]))
     assert space_of(model) is space
     state = init_search_state(model, SearchConfig(space=name, **TINY[name]), (IMAGE, IMAGE, 3))
     shapes = model.arch_shapes()
@@ -98,7 +99,7 @@ def test_every_space_implements_the_interface(name):
 )
 def test_every_growth_kind_preserves_the_function(name, kind):
     config = SearchConfig(space=name, **TINY[name])
-    model = build_model(config)
+    model = supernet_from_config(config)
     variables = init_variables(model, jax.random.key(0), (IMAGE, IMAGE, 3), uniform_arch_weights(model), train=False)
     state = {**init_search_state(model, config, (IMAGE, IMAGE, 3)), **variables}
     space = space_of(model)

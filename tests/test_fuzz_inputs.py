@@ -22,7 +22,7 @@ from asose_jax.runtime.cli import config_flags
 from asose_jax.search import driver as search_driver
 from asose_jax.search.methods import METHODS
 from asose_jax.search.run_config import PRESETS, RunConfig
-from asose_jax.search.steps import build_model
+from asose_jax.search.steps import supernet_from_config
 from asose_jax.spaces import space_of
 from asose_jax.spaces.genotypes import PUBLISHED, ChainGenotype, genotype_to_json, resolve_genotype
 from asose_jax.spaces.networks import build_network
@@ -54,7 +54,7 @@ class ReachedTheRun(Exception):
 
 
 def search_stub(config: RunConfig, workdir, **kwargs) -> dict:
-    build_model(config.search)
+    supernet_from_config(config.search)
     raise ReachedTheRun
 
 

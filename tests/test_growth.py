@@ -20,11 +20,11 @@ from flax.traverse_util import flatten_dict
 
 from asose_jax.search import growth, search_run
 from asose_jax.search import iterations as search_iterations
-from asose_jax.search.growth import GrowthCaps, Mutation
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.run_state import RunProgress
 from asose_jax.search.steps import make_search_steps
-from asose_jax.spaces import build_search_model, space_of
+from asose_jax.spaces import build_supernet, space_of
+from asose_jax.spaces.base import GrowthCaps, Mutation
 from asose_jax.spaces.chain import CHAIN, ChainArchitecture, ChainGenotype
 from asose_jax.spaces.chain.growth import mutate_architecture
 from asose_jax.spaces.genotypes import genotype_edge_weights, genotype_from_json, genotype_to_json
@@ -168,7 +168,7 @@ def test_mutated_architectures_and_gates():
 
 
 def test_the_rule_chooses_targets_rotates_kinds_and_respects_caps():
-    model = build_search_model("chain", 4, 4, op_names=OPS)  # two blocks per stage
+    model = build_supernet("chain", 4, 4, op_names=OPS)  # two blocks per stage
     assert CHAIN.choose_target(model, "depth") == 4  # tie: the later stage, after its last block
     assert CHAIN.choose_target(CHAIN.grown_model(model, Mutation("depth", 4)), "depth") == 2  # stage 0 now
     assert CHAIN.choose_target(model, "width") == 1
@@ -186,8 +186,8 @@ def test_the_rule_chooses_targets_rotates_kinds_and_respects_caps():
     mutation, refused = growth.next_mutation(model, ("width", "branch", "depth"), tight, lambda m: 11, 1.5)
     assert mutation is None and [r.split(":")[0] for r in refused] == ["width", "branch", "depth"]
     assert "--max-params 10" in refused[-1]
-    nb201 = build_search_model("nb201", 2, 1)
-    assert space_of(nb201).growth_kinds == ("depth",) and space_of(build_search_model("darts", 2, 3)).growth_kinds == ()
+    nb201 = build_supernet("nb201", 2, 1)
+    assert space_of(nb201).growth_kinds == ("depth",) and space_of(build_supernet("darts", 2, 3)).growth_kinds == ()
     assert space_of(nb201).choose_target(nb201, "depth") == 2
     assert space_of(nb201).choose_target(nb201.clone(grown_cells=(0, 1, 1)), "depth") == 0
     mutation, refused = growth.next_mutation(nb201, ("width", "depth"), caps, lambda m: 0, 1.5)

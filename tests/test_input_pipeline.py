@@ -1,6 +1,8 @@
 import collections
 import io
+import sys
 import time
+import types
 import zipfile
 
 import chex
@@ -213,26 +215,57 @@ def test_eval_batches_cover_every_example_once_with_a_mask():
     assert all(idx.shape == (4,) for idx, _ in eval_batches(10, 4))  # one shape: one trace
 
 
-def test_tfds_source_with_mock_data(monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    monkeypatch.setattr(input_pipeline, "unreachable", lambda host: None)  # mock data replaces the download
-    with tfds.testing.mock_data(num_examples=12):
-        arrays = load_tfds(train_limit=10)
+def fake_tfds(monkeypatch, load=None, prepared=False) -> types.ModuleType:
+    """Installs stand-ins for tensorflow and tensorflow-datasets (neither is in requirements.txt): ``load``
+    replaces ``tfds.load``, by default 12 random CIFAR-sized images per split in batches of 5."""
+
+    def batches(name, split, data_dir, as_supervised, batch_size, download):
+        rng = np.random.default_rng(len(split))
+        images, labels = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 12)
+        return [(images[i : i + 5], labels[i : i + 5]) for i in range(0, 12, 5)]
+
+    tfds = types.ModuleType("tensorflow_datasets")
+    tfds.builder = lambda name, data_dir: types.SimpleNamespace(is_prepared=lambda: prepared)
+    tfds.load = load or batches
+    tfds.as_numpy = lambda ds: ds
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", tfds)
+    return tfds
+
+
+def test_tfds_source_reads_both_splits(monkeypatch):
+    fake_tfds(monkeypatch, prepared=True)
+    monkeypatch.setattr(input_pipeline, "unreachable", lambda host: pytest.fail("probed although prepared"))
+    arrays = load_tfds(train_limit=10)
     assert arrays.x_train.shape == (10, 32, 32, 3) and arrays.x_train.dtype == np.uint8
     assert arrays.x_test.shape == (12, 32, 32, 3) and arrays.y_train.dtype == np.int32
     assert arrays.y_train.max() < 10
 
 
+@pytest.mark.parametrize("missing", ["tensorflow_datasets", "tensorflow"])
+def test_tfds_without_its_packages_is_one_line_naming_the_install(monkeypatch, missing):
+    fake_tfds(monkeypatch)
+    monkeypatch.setitem(sys.modules, missing, None)  # an import of it raises ImportError
+    with pytest.raises(ValueError, match=rf"--data tfds needs tensorflow-datasets and TensorFlow \(.*{missing}") as err:
+        load_data("tfds")
+    assert input_pipeline.TFDS_INSTALL in str(err.value) and "--data cifar10" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_tfds_without_data_fails_in_one_line_naming_the_fixes(tmp_path, monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with pytest.raises(ValueError, match="--data-dir") as missing:  # the real offline path, no download
+    def not_prepared(name, split, data_dir, as_supervised, batch_size, download):
+        assert not download
+        raise AssertionError(f"Dataset {name}: could not find data in {data_dir}.\nPlease make sure to call ...")
+
+    fake_tfds(monkeypatch, load=not_prepared)
+    with pytest.raises(ValueError, match="--data-dir") as missing:  # the offline path without a download
         load_tfds(data_dir=str(tmp_path), download=False)
     assert "npz:PATH" in str(missing.value) and "\n" not in str(missing.value)
 
     def offline(*args, **kwargs):
         raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'\nretrying...")
 
-    monkeypatch.setattr(tfds, "load", offline)
+    fake_tfds(monkeypatch, load=offline)
     monkeypatch.setattr(input_pipeline, "unreachable", lambda host: None)  # the host answers, the download fails
     with pytest.raises(ValueError, match=r"ConnectionError: Failed to resolve .*--data-dir.*npz:PATH") as err:
         load_data("tfds", data_dir=str(tmp_path))
@@ -241,14 +274,13 @@ def test_tfds_without_data_fails_in_one_line_naming_the_fixes(tmp_path, monkeypa
 
 def test_tfds_fails_at_once_when_the_download_host_cannot_be_reached(tmp_path, monkeypatch):
     """tensorflow-datasets would retry for minutes; an unreachable host is one line before any download."""
-    tfds = pytest.importorskip("tensorflow_datasets")
 
     def must_not_download(*args, **kwargs):
         raise AssertionError("tfds.load called although the host is unreachable")
 
-    monkeypatch.setattr(tfds, "load", must_not_download)
+    fake_tfds(monkeypatch, load=must_not_download)
     monkeypatch.setattr(input_pipeline, "unreachable", lambda host: "gaierror: Name or service not known")
-    with pytest.raises(ValueError, match=r"cannot be reached \(gaierror.*prepare_cifar10.py.*npz:PATH") as err:
+    with pytest.raises(ValueError, match=r"cannot be reached \(gaierror.*--data cifar10.*npz:PATH") as err:
         load_data("tfds", data_dir=str(tmp_path))
     assert "www.cs.toronto.edu" in str(err.value) and "\n" not in str(err.value)
 
@@ -266,6 +298,7 @@ def test_the_reachability_probe_is_bounded(monkeypatch):
     assert time.perf_counter() - start < 10
 
 
-def test_unknown_data_source():
-    with pytest.raises(ValueError, match="unknown data source 'csv:x'; use --data tfds or --data npz:PATH"):
-        load_data("csv:x")
+@pytest.mark.parametrize("source", ["csv:x", "npz:", "CIFAR10", ""])
+def test_unknown_data_source(source):
+    with pytest.raises(ValueError, match=f"unknown --data '{source}'; use cifar10, npz:PATH or tfds"):
+        load_data(source)

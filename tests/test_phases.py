@@ -10,7 +10,7 @@ from conftest import IMAGE, make_batch, search_setup, tiny_config
 
 from asose_jax.search.iterations import make_iterations
 from asose_jax.search.run_config import RunConfig
-from asose_jax.search.steps import build_model
+from asose_jax.search.steps import supernet_from_config
 
 N_IMAGES = 16
 
@@ -23,7 +23,7 @@ def phase_setup(arch_phase: str):
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (N_IMAGES, IMAGE, IMAGE, 3), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, 10, N_IMAGES), jnp.int32)
-    return state, make_iterations(build_model(config.search), config, None), images, labels
+    return state, make_iterations(supernet_from_config(config.search), config, None), images, labels
 
 
 def fresh(state):
@@ -80,7 +80,7 @@ def _per_op(tree: dict, ops: tuple[str, ...], measure) -> np.ndarray:
 def test_warmup_trains_every_op_even_when_the_logits_favour_one():
     """The original warmed up a skip-only path; here warm-up samples from zero logits."""
     config, _, state, steps = search_setup("chain", sampler="gumbel_hard")
-    ops = tuple(build_model(config).op_names)
+    ops = tuple(supernet_from_config(config).op_names)
     skip = list(ops).index("skip_connect")
     state = {**state, "arch": {"blocks": jnp.zeros_like(state["arch"]["blocks"]).at[:, skip].set(20.0)}}
     weight_grad = jax.jit(steps.weight_grad)

@@ -283,8 +283,8 @@ def test_a_checkpoint_keeps_the_progress_of_its_save_time(tmp_path, monkeypatch)
 )
 def test_a_resumed_run_builds_its_cells_in_the_layout_it_saved(space, flag, computed, expected):
     """Changing a space's default layout must not change the parameter tree a saved run restores into."""
-    from asose_jax.search.config import SearchConfig
     from asose_jax.search.driver import cell_layout
+    from asose_jax.search.step_config import SearchConfig
 
     saved = None if computed is None else {"search": {"space": space, "scan_cells": None}, "computed": computed}
     assert cell_layout(SearchConfig(space=space, scan_cells=flag), saved) == expected

@@ -125,6 +125,33 @@ def test_cli_end_to_end(tmp_path, npz_path):
     assert json.loads((workdir / "summary.json").read_text()) == summary
 
 
+def test_a_resumed_run_trains_its_own_genotype_when_the_file_changed(tmp_path, npz_path, monkeypatch, capsys):
+    """A search rewrites its genotype.json every cycle: a training run continued after that trains the genotype it
+    started with (its own copy in the run directory), says so, and ends as the uninterrupted run of that one."""
+    genotype = tmp_path / "genotype.json"
+    genotype.write_text(json.dumps({"space": "chain", "ops": list(GENOTYPE.ops)}))
+    assert cifar10_train.main(_args(str(genotype), npz_path, tmp_path / "whole")) == 0
+    save = Checkpoints.save
+
+    def save_then_die(self, step, state, progress):
+        save(self, step, state, progress)
+        if (progress["epoch"], progress["dispatch"]) == (2, 0):  # epoch 1 finished
+            self.manager.wait_until_finished()
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        cifar10_train.main(_args(str(genotype), npz_path, tmp_path / "killed"))
+    monkeypatch.undo()
+    genotype.write_text(json.dumps({"space": "chain", "ops": ["max_pool_3x3", "max_pool_3x3"]}))  # same shapes
+    capsys.readouterr()
+    assert cifar10_train.main(_args(str(genotype), npz_path, tmp_path / "killed")) == 0
+    assert f"--genotype {genotype} changed since this run started" in capsys.readouterr().err
+    summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("whole", "killed")]
+    assert summaries[1]["genotype"]["ops"] == list(GENOTYPE.ops)
+    assert summaries[1]["test_acc"] == summaries[0]["test_acc"]
+
+
 def test_killed_run_continues_to_the_same_result(tmp_path, npz_path, monkeypatch):
     """A run killed after epoch 2's checkpoint, rerun with the same command, ends where an uninterrupted run ends."""
     genotype = tmp_path / "genotype.json"

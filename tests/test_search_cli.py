@@ -169,14 +169,14 @@ def test_an_existing_run_is_never_overwritten(finished_run, npz_path, capsys):
 
 
 def test_dry_run_writes_config_parameter_counts_and_data_sizes(npz_path, tmp_path):
-    from asose_jax.search.steps import build_model, init_search_state
+    from asose_jax.search.steps import init_search_state, supernet_from_config
     from asose_jax.spaces import count_params
 
     assert cifar10_search.main(tiny_args(npz_path, tmp_path, "--dry-run", "--test-limit", "5")) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["data"]["test"] == 5  # of the 16 test images
     config = cifar10_search.build_config(cifar10_search.parse_args(tiny_args(npz_path, tmp_path)))
-    state = init_search_state(build_model(config.search), config.search, (8, 8, 3))
+    state = init_search_state(supernet_from_config(config.search), config.search, (8, 8, 3))
     assert summary["params"] == {"weights": count_params(state["params"]), "arch": count_params(state["arch"])}
     assert summary["dry_run"] is True and not (tmp_path / "metrics.jsonl").exists()
 

@@ -18,11 +18,11 @@ import pytest
 
 from asose_jax.runtime.metrics_log import read_metrics
 from asose_jax.search import search_run
-from asose_jax.search.config import SearchConfig
 from asose_jax.search.iterations import DERIVED, SUPERNET, validation_measure
 from asose_jax.search.methods import METHODS, method_of, with_method
 from asose_jax.search.nb201_table import load_nb201_table
 from asose_jax.search.run_config import preset
+from asose_jax.search.step_config import SearchConfig
 from asose_jax.spaces.genotypes import derive_genotype
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -5,12 +5,12 @@ import pytest
 from conftest import IMAGE, TINY
 
 from asose_jax.nn.initializers import init_variables
-from asose_jax.spaces import build_search_model, count_params, init_arch_logits, uniform_arch_weights
+from asose_jax.spaces import build_supernet, count_params, init_arch_logits, uniform_arch_weights
 
 
 def test_chain_reference_parameter_count():
     """C=32, D=4 has the original's 278,058 weights and 40 architecture logits."""
-    model = build_search_model("chain", init_channels=32, depth=4)
+    model = build_supernet("chain", init_channels=32, depth=4)
     images = jnp.zeros((1, 32, 32, 3))
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), images, uniform_arch_weights(model), train=False))
     assert count_params(shapes["params"]) == 278_058
@@ -25,7 +25,7 @@ def test_chain_reference_parameter_count():
     [("chain", {"blocks": (2, 10)}), ("darts", {"normal": (14, 8), "reduce": (14, 8)}), ("nb201", {"cell": (6, 5)})],
 )
 def test_space_output_shapes_and_arch_shapes(space, arch_shapes):
-    model = build_search_model(space, **TINY[space])
+    model = build_supernet(space, **TINY[space])
     assert model.arch_shapes() == arch_shapes
     images = jax.ShapeDtypeStruct((3, IMAGE, IMAGE, 3), jnp.float32)
     weights = uniform_arch_weights(model)
@@ -44,13 +44,13 @@ def test_space_output_shapes_and_arch_shapes(space, arch_shapes):
 
 
 def test_default_space_sizes():
-    assert build_search_model("darts").reduction_layers() == (2, 5)
-    assert build_search_model("darts").init_channels == 16
-    assert build_search_model("nb201").cells_per_stage == 5
+    assert build_supernet("darts").reduction_layers() == (2, 5)
+    assert build_supernet("darts").init_channels == 16
+    assert build_supernet("nb201").cells_per_stage == 5
 
 
 def test_arch_logits_init_scale():
-    model = build_search_model("darts")
+    model = build_supernet("darts")
     logits = init_arch_logits(model, jax.random.key(0), scale=1e-3)
     chex.assert_shape([logits["normal"], logits["reduce"]], (14, 8))
     std = float(jnp.std(jnp.concatenate([logits["normal"], logits["reduce"]])))
@@ -67,12 +67,12 @@ def test_arch_logits_init_scale():
 )
 def test_bad_model_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        build_search_model(**kwargs)
+        build_supernet(**kwargs)
 
 
 def test_init_variables_matches_flax_init():
     """Same structure, shapes and initial distribution as ``model.init``."""
-    model = build_search_model("chain", init_channels=16, depth=2)
+    model = build_supernet("chain", init_channels=16, depth=2)
     images = jnp.zeros((1, IMAGE, IMAGE, 3))
     reference = model.init(jax.random.key(0), images, uniform_arch_weights(model), train=False)
     variables = init_variables(model, jax.random.key(1), (IMAGE, IMAGE, 3), uniform_arch_weights(model), train=False)
@@ -86,7 +86,7 @@ def test_init_variables_matches_flax_init():
 
 def test_darts_supernet_parameter_count():
     """C=16, L=8 with the 8 DARTS ops: 1,930,618 weights, DARTS' own "param size = 1.930618MB"."""
-    model = build_search_model("darts")
+    model = build_supernet("darts")
     images = jnp.zeros((1, 32, 32, 3))
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), images, uniform_arch_weights(model), train=False))
     assert count_params(shapes["params"]) == 1_930_618

@@ -6,9 +6,8 @@ leading axis of ``length``.
 
 With the CPU implementation (``resolve_impl("auto") == "cpu"``) the body is rematerialised (``nn.remat``): its
 backward pass recomputes the body's forward pass instead of reading every intermediate that the scan would stack
-for it. XLA's CPU backend writes and reads those stacks slowly: the NAS-Bench-201 supernet's steps ran 1.4x
-faster with remat, DARTS_V2's training step 1.1x (README, scanned cells). On GPU and TPU the scan is left as it
-is (the stacking is cheap there and remat would add a forward pass).
+for it. XLA's CPU backend writes and reads those stacks slowly (docs/performance.md). On GPU and TPU the scan is
+left as it is (the stacking is cheap there and remat would add a forward pass).
 """
 
 from __future__ import annotations

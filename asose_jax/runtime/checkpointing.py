@@ -11,7 +11,9 @@ and ``metrics.jsonl`` length the same way):
   and the wall time so far.
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a crash
-during a save leaves the previous checkpoints valid; incomplete directories are ignored and removed.
+during a save leaves the previous checkpoints valid; incomplete directories are ignored and removed. It removes
+checkpoints beyond the newest ``keep`` only after a newer one is committed, so a crash during a removal leaves the
+newest valid and an older one half removed: never restored, and removed by the next save or at ``close``.
 """
 
 from __future__ import annotations
@@ -43,8 +45,25 @@ def _fault_point_before_commit() -> None:
     atomicity.AtomicRenameTemporaryPath.finalize = finalize_after_fault_point
 
 
+@functools.cache
+def _fault_point_inside_delete() -> None:
+    """With ``ASOSE_FAULT=checkpoint_delete``: the fault point inside orbax's removal of a checkpoint beyond the
+    newest kept (after a newer one was committed), with its ``state`` item removed and the rest not yet."""
+    from orbax.checkpoint._src.path import deleter  # orbax's own removal; only tests arm this
+
+    delete = deleter.StandardCheckpointDeleter._delete_step_permanently
+
+    def delete_around_fault_point(self, step, delete_target):
+        (delete_target / "state").rmtree(missing_ok=True)  # a half-removed checkpoint has none
+        fault_point("checkpoint_delete")
+        return delete(self, step, delete_target)
+
+    deleter.StandardCheckpointDeleter._delete_step_permanently = delete_around_fault_point
+
+
 def has_checkpoint(workdir: str | pathlib.Path) -> bool:
-    """Whether ``workdir`` holds a complete checkpoint (incomplete ones have non-numeric temporary names)."""
+    """Whether ``workdir`` holds a complete checkpoint (incomplete ones have non-numeric temporary names; a
+    half-removed one is older than a complete one)."""
     directory = pathlib.Path(workdir) / CHECKPOINT_DIR
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
@@ -55,6 +74,9 @@ class Checkpoints:
     def __init__(self, workdir: str | pathlib.Path, keep: int):
         if armed_at("checkpoint_commit"):
             _fault_point_before_commit()
+        if armed_at("checkpoint_delete"):
+            _fault_point_inside_delete()
+        self.keep = keep
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / CHECKPOINT_DIR, options=options)
 
@@ -88,5 +110,9 @@ class Checkpoints:
         return self.manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))["progress"]
 
     def close(self) -> None:
+        """Waits for the last save, then removes the checkpoints beyond the newest ``keep`` that a crash during
+        orbax's removal left (orbax removes them after a save, and a resumed run may save no more)."""
         self.manager.wait_until_finished()
+        for step in sorted(self.manager.all_steps())[: -self.keep]:
+            self.manager.delete(step)
         self.manager.close()

@@ -15,7 +15,7 @@ import math
 import pathlib
 import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 _METAVARS = {int: "N", float: "X", str: "NAME"}
 
@@ -69,23 +69,47 @@ def flag_names(cls: type) -> dict[str, str]:
     return {f.field.name: f.names[0] for f in config_flags(cls) if f.names[0] != "--" + f.field.name.replace("_", "-")}
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults) -> None:
-    """Adds a flag per ``setting`` of ``cls``; each defaults to None (not given), and its help shows the value in
-    ``defaults`` (an instance of ``cls``)."""
+def add_config_flags(
+    parser: argparse.ArgumentParser, cls: type, defaults, groups: Mapping[str, Sequence[str]]
+) -> dict[str, argparse._ArgumentGroup]:
+    """Adds a flag per ``setting`` of ``cls``, each to its group of ``groups`` (title -> field names, in the
+    order shown by ``--help``); each defaults to None (not given), and its help shows the value in ``defaults``
+    (an instance of ``cls``: the preset or recipe the command starts from). Returns the groups by title."""
+    sections = {title: parser.add_argument_group(title) for title in groups}
+    group_of = {name: sections[title] for title, names in groups.items() for name in names}
     for flag in config_flags(cls):
-        meta = flag.field.metadata
-        shown = _lookup(defaults, flag.path)
-        shown = ",".join(shown) if isinstance(shown, tuple) else shown
-        text = f"{meta['help']} (default: {shown})"
+        if flag.field.name not in group_of:
+            raise KeyError(f"the setting {flag.path} is in no group of --help; add it to one")
+        meta, group = flag.field.metadata, group_of[flag.field.name]
+        text = f"{meta['help']} (default: {shown_default(_lookup(defaults, flag.path))})"
         if flag.kind is bool:
-            parser.add_argument(*flag.names, dest=flag.dest, action=argparse.BooleanOptionalAction, default=None,
-                                help=text)  # fmt: skip
+            group.add_argument(*flag.names, dest=flag.dest, action=argparse.BooleanOptionalAction, default=None,
+                               help=text)  # fmt: skip
             continue
         choices = meta["choices"]
         metavar = meta["metavar"] or ("{" + ",".join(choices) + "}" if choices else _METAVARS.get(flag.kind, "VALUE"))
         kind = finite_float if flag.kind is float else flag.kind
-        parser.add_argument(*flag.names, dest=flag.dest, type=meta["parse"] or kind, default=None,
-                            metavar=metavar, help=text)  # fmt: skip
+        group.add_argument(*flag.names, dest=flag.dest, type=meta["parse"] or kind, default=None,
+                           metavar=metavar, help=text)  # fmt: skip
+    return sections
+
+
+def shown_default(value) -> str:
+    """A default as ``--help`` shows it: ``none`` for unset, on/off for switches, lists joined by commas."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def chosen(argv: Sequence[str] | None, flag: str, default: str | None) -> str | None:
+    """The value of ``flag`` in ``argv`` (default: the command line) before the full parse, so that ``--help``
+    can show the defaults of the preset or recipe it names."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument(flag)
+    known, _ = early.parse_known_args(argv)
+    return getattr(known, flag.lstrip("-").replace("-", "_")) or default
 
 
 def finite_float(text: str) -> float:

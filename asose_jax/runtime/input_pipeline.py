@@ -30,8 +30,16 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 NPY_READ_CHUNK = 1 << 20  # bytes per read of an .npz member
 # Help of the data flags, which both command-line entry points take.
-DATA_HELP = "data source: tfds (CIFAR-10 via tensorflow-datasets) or npz:PATH"
-DATA_DIR_HELP = "tensorflow-datasets directory (default: ~/tensorflow_datasets)"
+DATA_HELP = (
+    "data source: cifar10 (CIFAR-10, downloaded once into --data-dir), npz:PATH, or tfds (CIFAR-10 via "
+    "tensorflow-datasets, installed separately)"
+)
+DATA_DIR_HELP = (
+    "where --data cifar10 keeps CIFAR-10 (default: ~/.cache/asose_jax), or the tensorflow-datasets directory "
+    "of --data tfds (default: ~/tensorflow_datasets)"
+)
+DATA_SOURCES = "cifar10, npz:PATH or tfds"  # what --data takes, for error messages
+TFDS_INSTALL = "pip install tensorflow-datasets==4.9.10 tensorflow-cpu==2.20.0 importlib_resources==7.1.0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,7 +275,8 @@ DOWNLOAD_HOSTS = {"cifar10": "www.cs.toronto.edu"}  # where tensorflow-datasets 
 def unreachable(host: str, port: int = 443, timeout_s: float = 10.0) -> str | None:
     """Why ``host:port`` cannot be reached within ``timeout_s`` (name lookup included), or None if it can.
 
-    tensorflow-datasets retries a failed download for minutes; this check makes an offline machine fail at once.
+    A download retries or hangs for minutes (tensorflow-datasets retries a failed one); this check, made before
+    ``--data cifar10`` or ``--data tfds`` downloads, makes an offline machine fail at once.
     """
     outcome: list[str | None] = []
 
@@ -301,16 +310,18 @@ def load_tfds(
 ) -> ImageArrays:
     """CIFAR-10 from tensorflow-datasets (downloaded and prepared on first use when ``download``).
 
-    TensorFlow is imported only here, with its logging silenced; it never touches an accelerator
-    (the requirements pin ``tensorflow-cpu``). Any failure becomes one ValueError naming the fixes.
+    An optional source: tensorflow-datasets needs TensorFlow to prepare and to read CIFAR-10, and neither is in
+    requirements.txt (``TFDS_INSTALL`` installs them; use ``tensorflow-cpu``, which never takes an accelerator).
+    TensorFlow is imported only here, with its logging silenced. Any failure becomes one ValueError naming the fixes.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
+        import tensorflow  # noqa: F401  (tensorflow-datasets imports it lazily, at the first read)
         import tensorflow_datasets as tfds
     except ImportError as err:
         raise ValueError(
-            f"--data tfds needs tensorflow-datasets and tensorflow ({err}); "
-            "install requirements.txt, or use --data npz:PATH"
+            f"--data tfds needs tensorflow-datasets and TensorFlow ({err}): {TFDS_INSTALL}; "
+            "or use --data cifar10, which needs neither"
         ) from None
     where = data_dir or "the default ~/tensorflow_datasets"
     host = DOWNLOAD_HOSTS.get(name)
@@ -318,8 +329,8 @@ def load_tfds(
     if needs_download and (problem := unreachable(host)):
         raise ValueError(
             f"--data tfds: {name} is not prepared in {where} and its download host {host} cannot be reached "
-            f"({problem}); offline, download the CIFAR-10 python archive elsewhere and convert it with "
-            "experiments/prepare_cifar10.py, then use --data npz:PATH"
+            f"({problem}); offline, download the CIFAR-10 python archive elsewhere and put it into --data-dir "
+            "with --data cifar10, or convert it with experiments/prepare_cifar10.py for --data npz:PATH"
         )
     arrays = {}
     for split in ("train", "test"):
@@ -330,7 +341,7 @@ def load_tfds(
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise ValueError(
                 f"cannot load tfds {name!r} from {where} ({type(err).__name__}: {first_line}); point "
-                "--data-dir at a prepared copy, or use --data npz:PATH (written by experiments/prepare_cifar10.py)"
+                "--data-dir at a prepared copy, or use --data cifar10 or --data npz:PATH"
             ) from None
         arrays[f"x_{split}"] = np.concatenate([x for x, _ in chunks])
         arrays[f"y_{split}"] = np.concatenate([y for _, y in chunks])
@@ -354,10 +365,19 @@ def check_train_limit(data: ImageArrays, train_limit: int | None) -> None:
         )
 
 
+def check_source(source: str) -> str:
+    """``source`` if ``--data`` takes it (``"cifar10"``, ``"npz:PATH"`` or ``"tfds"``), else ValueError."""
+    if source in ("cifar10", "tfds") or (source.startswith("npz:") and len(source) > 4):
+        return source
+    raise ValueError(f"unknown --data {source!r}; use {DATA_SOURCES}")
+
+
 def load_data(source: str, data_dir: str | None = None, train_limit: int | None = None) -> ImageArrays:
-    """``source`` is ``"tfds"`` or ``"npz:PATH"``."""
+    """``source`` is ``"cifar10"`` (``cifar10_download.load_cifar10``), ``"npz:PATH"`` or ``"tfds"``."""
+    if check_source(source) == "cifar10":
+        from asose_jax.runtime.cifar10_download import load_cifar10  # it imports this module
+
+        return load_cifar10(data_dir, train_limit)
     if source == "tfds":
         return load_tfds(data_dir, train_limit)
-    if source.startswith("npz:") and len(source) > 4:
-        return load_npz(source[4:], train_limit)
-    raise ValueError(f"unknown data source {source!r}; use --data tfds or --data npz:PATH")
+    return load_npz(source[4:], train_limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from collections.abc import Iterator
 
@@ -57,8 +58,15 @@ class MetricsWriter:
         return self._file.tell() if self._file else 0
 
     def truncate(self, size: int) -> None:
-        """Drops everything after byte ``size`` (lines written after the checkpoint being resumed)."""
+        """Drops everything after byte ``size`` (lines written after the checkpoint being resumed); refuses with
+        ValueError a file shorter than ``size``, which truncating would pad with NUL bytes."""
         if self._file:
+            length = os.fstat(self._file.fileno()).st_size
+            if length < size:
+                raise ValueError(
+                    f"{self.path} is shorter than the checkpoint records ({length} < {size} bytes); it was edited or "
+                    "damaged: restore it or choose a new --workdir"
+                )
             self._file.truncate(size)
             self._file.seek(size)
 

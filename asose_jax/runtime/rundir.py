@@ -167,10 +167,17 @@ class RunDirectoryLock:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
+    def __enter__(self) -> RunDirectoryLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
 
 def create(workdir: pathlib.Path, lock: bool = True) -> RunDirectoryLock:
     """Creates ``workdir`` (and its parents) and locks it for this process (``lock``: process 0 of the run), or
-    raises a one-line ValueError; nothing is written into it before the lock is held."""
+    raises a one-line ValueError; nothing is written into it before the lock is held. Use it as a context
+    manager: ``with create(workdir): ...`` holds the lock until the block ends, however it ends."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:

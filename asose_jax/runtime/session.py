@@ -1,4 +1,4 @@
-"""One run in progress, search or training alike (``RunSession``): the locked run directory, ``metrics.jsonl``,
+"""One run in progress, search or training alike (``RunSession``): the run directory's ``metrics.jsonl``,
 checkpoints with the wall time, stop signals, the step loop (fetching metrics, the NaN check, the progress bar,
 step records, checkpoints inside epochs), epoch means, evaluation sums, the console lines and the finish sequence.
 
@@ -27,7 +27,7 @@ from asose_jax.runtime.input_pipeline import eval_batches
 from asose_jax.runtime.metrics_log import MetricsWriter, write_json
 from asose_jax.runtime.parallel import is_primary, shard_batch
 from asose_jax.runtime.progress import Progress, format_duration
-from asose_jax.runtime.rundir import Interrupted, RunDirectoryLock, catch_stop_signals
+from asose_jax.runtime.rundir import Interrupted, catch_stop_signals
 
 SKIPPED = ("skipped", "arch_skipped")  # 1.0 where --nan-policy skip dropped an update
 
@@ -108,6 +108,12 @@ def epoch_means(fetched: Sequence[dict], scheduled: Sequence[str] = ()) -> dict:
     return means
 
 
+def say(line: str) -> None:
+    """A console line on stderr (process 0 only): what the run is doing, for the person watching it."""
+    if is_primary():
+        print(line, file=sys.stderr, flush=True)
+
+
 @jax.jit
 def all_finite(state: dict) -> jax.Array:
     """Whether every floating-point array of ``state`` is finite."""
@@ -122,8 +128,9 @@ class RunSession:
     state: dict
     progress: SessionProgress
 
-    def open_session(self, workdir: pathlib.Path, lock: RunDirectoryLock, settings: SessionSettings) -> None:
-        self.workdir, self.lock, self.settings = workdir, lock, settings
+    def open_session(self, workdir: pathlib.Path, settings: SessionSettings) -> None:
+        """Opens ``metrics.jsonl`` and the checkpoints of ``workdir``, which this process has locked."""
+        self.workdir, self.settings = workdir, settings
         self.writer = MetricsWriter(workdir / "metrics.jsonl", enabled=is_primary())
         self.checkpoints = Checkpoints(workdir, settings.keep_checkpoints)
         self.session_start = time.perf_counter()
@@ -132,9 +139,7 @@ class RunSession:
         self.timed: tuple[int, float] | None = None  # (global step, time) after the first compiled calls
 
     def say(self, line: str) -> None:
-        """A console line (process 0 only): what the run is doing, for the person watching it."""
-        if is_primary():
-            print(line, file=sys.stderr, flush=True)
+        say(line)
 
     def restore(self, like: dict) -> dict | None:
         """The newest checkpoint's JSON progress, with ``self.state`` restored into the layout of ``like``; cuts
@@ -149,7 +154,7 @@ class RunSession:
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         """SIGTERM and SIGINT request a save and stop at the next step; checkpoints are committed and the
-        run directory unlocked on the way out, however the run ends."""
+        metrics file closed on the way out, however the run ends."""
         restore_signals = catch_stop_signals(lambda signum: setattr(self, "signal", signum))
         try:
             yield
@@ -159,7 +164,6 @@ class RunSession:
             finally:
                 restore_signals()
                 self.writer.close()
-                self.lock.release()
 
     def wall_time(self) -> float:
         return self.progress.wall_time_s + time.perf_counter() - self.session_start

@@ -22,9 +22,13 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+import jax
+import jax.numpy as jnp
+
 from asose_jax.runtime import plots
 from asose_jax.runtime.checkpointing import has_checkpoint
 from asose_jax.runtime.cli import flag_names
+from asose_jax.runtime.estimate import describe_estimate, forward_flops, training_seconds
 from asose_jax.runtime.input_pipeline import (
     ImageArrays,
     check_train_limit,
@@ -32,6 +36,7 @@ from asose_jax.runtime.input_pipeline import (
     split_for_architecture,
     with_test_limit,
 )
+from asose_jax.runtime.memory import check_step_memory
 from asose_jax.runtime.metrics_log import write_json
 from asose_jax.runtime.parallel import check_batch_size, is_primary, make_mesh
 from asose_jax.runtime.rundir import (
@@ -43,16 +48,17 @@ from asose_jax.runtime.rundir import (
     existing_config,
     record_changes,
 )
+from asose_jax.runtime.session import say
 from asose_jax.search import cycle
-from asose_jax.search.config import SearchConfig
 from asose_jax.search.iterations import SUPERNET, param_counts, validation_measure
 from asose_jax.search.methods import method_of
 from asose_jax.search.nb201_table import NB201Table, load_nb201_table
-from asose_jax.search.run_config import RESUMABLE_CHANGES, RunConfig
-from asose_jax.search.sampling import decisiveness
+from asose_jax.search.run_config import CPU_PRESETS, PRESETS, RESUMABLE_CHANGES, RunConfig
+from asose_jax.search.sampling import decisiveness, is_single_path
 from asose_jax.search.search_run import SearchRun
-from asose_jax.search.steps import build_model
-from asose_jax.spaces import get_space
+from asose_jax.search.step_config import SearchConfig
+from asose_jax.search.steps import supernet_from_config
+from asose_jax.spaces import get_space, uniform_arch_weights
 from asose_jax.spaces.genotypes import genotype_to_json
 
 SCANNED_CELLS = "scanned_cells"  # computed: whether the supernet's cells (or DARTS edges) are scanned, as saved
@@ -96,7 +102,7 @@ def prepare(config: RunConfig, saved: dict | None, exact_train_limit: bool) -> P
         config.search, num_classes=data.num_classes, total_steps=cycle.total_steps(config, n_weight, n_arch)
     )
     config = dataclasses.replace(config, search=search)
-    model = build_model(dataclasses.replace(search, scan_cells=cell_layout(search, saved)))
+    model = supernet_from_config(dataclasses.replace(search, scan_cells=cell_layout(search, saved)))
     image_shape = data.x_train.shape[1:]
     computed = {"total_steps": search.total_steps, "num_classes": search.num_classes, "op_names": list(model.op_names),
                 SCANNED_CELLS: getattr(model, "scan_cells", None)}  # fmt: skip
@@ -128,30 +134,60 @@ def train_and_evaluate(
     if resume and not has_checkpoint(workdir):
         raise ValueError(f"--resume: --workdir {workdir} has no checkpoint yet; rerun without --resume to start over")
     check_batch_size(run.config.batch_size, make_mesh())
-    lock = create(workdir, lock=is_primary())  # only now that data, model and settings are known to be good
-    if saved is None and is_primary():
-        write_json(workdir / "config.json", run.config_json)
-    if dry_run:
-        if is_primary():
-            write_json(workdir / "summary.json", {**run.summary, "dry_run": True})
-        lock.release()
-        return run.summary
-    try:
-        search = SearchRun(run.config, workdir, lock, run.data, run.model, run.table)
-    except BaseException:
-        lock.release()
-        raise
-    with search.running():
-        search.table_score()  # a table that lacks the search's cells fails now, not after the first epoch
-        search.say(start_line(workdir, run, saved is not None))
-        resumed = search.resume()
+    if not dry_run:
+        check_step_memory(run.model, run.config.batch_size, run.data, "--batch-size, --init-channels or --depth",
+                          copies=1, passes=2 if run.config.search.arch_order == 2 else 0,
+                          single_path=is_single_path(run.config.search.sampler))  # fmt: skip
+    with create(workdir, lock=is_primary()):  # only now that data, model and settings are known to be good
+        if saved is None and is_primary():
+            write_json(workdir / "config.json", run.config_json)
+        seconds = estimated_seconds(run)
+        say(
+            describe_estimate(seconds, f"this search ({run.config.search.total_steps:,} steps)", smaller_search(run))[0]
+        )
+        if dry_run:
+            if is_primary():
+                write_json(workdir / "summary.json", {**run.summary, "dry_run": True, "estimated_seconds": seconds})
+            return run.summary
+        return run_search(run, workdir, saved, resumable)
+
+
+def run_search(run: Prepared, workdir: pathlib.Path, saved: dict | None, resumable: tuple[str, ...]) -> dict:
+    """Runs (or continues) the prepared search in the locked ``workdir``; returns its summary."""
+    search_run = SearchRun(run.config, workdir, run.data, run.model, run.table)
+    with search_run.running():
+        search_run.table_score()  # a table that lacks the search's cells fails now, not after the first epoch
+        search_run.say(start_line(workdir, run, saved is not None))
+        resumed = search_run.resume()
         if saved is not None and is_primary():
-            for line in record_changes(workdir, saved, run.config_json, resumable, int(search.state["step"])):
-                search.say(line)
-        search.run_cycles(run.phases)
-        summary = {**run.summary, **final_summary(search), "resumed": resumed}
-        search.finish(summary, {"genotype.json": summary["genotype"]}, plots.plot_run)
+            for line in record_changes(workdir, saved, run.config_json, resumable, int(search_run.state["step"])):
+                search_run.say(line)
+        search_run.run_cycles(run.phases)
+        summary = {**run.summary, **final_summary(search_run), "resumed": resumed}
+        search_run.finish(summary, {"genotype.json": summary["genotype"]}, plots.plot_run)
     return summary
+
+
+def estimated_seconds(run: Prepared) -> float | None:
+    """The search's time on this backend (``asose_jax.runtime.estimate``): the supernet's forward FLOPs for every
+    image of every weight and architecture step, and a third of that for each epoch's held-out evaluation."""
+    config, model = run.config, run.model
+    weights, shape = uniform_arch_weights(model), tuple(run.data.x_train.shape[1:])
+    images = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, weights, train=False), images)
+    flops = forward_flops(lambda v, x: model.apply(v, x, weights, train=False), variables, shape)
+    arch = next(p for p in run.phases if p.name == cycle.ARCH)
+    extra = config.cycles * arch.steps if config.arch_phase == "alternate" else 0  # a weight step per arch step
+    epochs = config.cycles * sum(p.epochs for p in run.phases)
+    evaluated = epochs * run.summary["data"]["arch_split"] / 3  # forward passes only
+    steps = config.search.total_steps + extra
+    return training_seconds(flops, steps * config.batch_size + evaluated, steps)
+
+
+def smaller_search(run: Prepared) -> str:
+    """Where to turn when the search would take too long: the CPU-sized preset of its space."""
+    name = next(n for n in CPU_PRESETS if PRESETS[n].search.space == run.config.search.space)
+    return f"--preset {name} is sized for a 2-core CPU; a GPU runs this one"
 
 
 def start_line(workdir: pathlib.Path, run: Prepared, continuing: bool) -> str:

@@ -51,8 +51,6 @@ from asose_jax.spaces.base import GROWTH_KINDS, GrowthCaps, Mutation
 
 GROWTH_MODES = ("auto", "off")
 STRATEGIES = ("auto", *GROWTH_KINDS)
-__all__ = ["GROWTH_KINDS", "GROWTH_MODES", "STRATEGIES", "GrowthCaps", "Mutation", "Widening", "carry_over",
-           "carry_optimizer_state", "grow", "kinds_to_try", "next_mutation", "place"]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +142,16 @@ def carry_optimizer_state(opt_state, params_like, place: Callable[[dict], dict])
     return jax.tree.map(lambda x: place(x) if is_params(x) else x, opt_state, is_leaf=is_params)
 
 
+def grown_model(model: nn.Module, mutation: Mutation) -> nn.Module:
+    """``model`` with ``mutation`` applied by its space; a kind the space does not declare raises ValueError."""
+    space = space_of(model)
+    if mutation.kind not in space.growth_kinds:
+        raise ValueError(
+            f"the {space.name} space has no {mutation.kind!r} growth; it has {', '.join(space.growth_kinds) or 'none'}"
+        )
+    return space.grown_model(model, mutation)
+
+
 def grow(
     model: nn.Module,
     state: dict,
@@ -154,7 +162,7 @@ def grow(
 ) -> tuple[nn.Module, dict]:
     """The grown model and search state (see the module docstring). ``state``: the dict of ``steps``."""
     space = space_of(model)
-    grown = space.grown_model(model, mutation)
+    grown = grown_model(model, mutation)
     init_key, logit_key, widen_key = jax.random.split(key, 3)
     fresh = init_variables(grown, init_key, (8, 8, 3), uniform_arch_weights(grown), train=False)
     widening = None
@@ -180,7 +188,7 @@ def exceeded_cap(
 ) -> str | None:
     """The cap that ``mutation`` would break (a one-line description), or None."""
     space = space_of(model)
-    grown = space.grown_model(model, mutation)
+    grown = grown_model(model, mutation)
     if mutation.kind == "depth" and space.depth_of(grown) > caps.max_depth:
         return f"--max-depth {caps.max_depth}"
     if cap := space.exceeded_layout_cap(grown, caps):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from asose_jax.search.config import SearchConfig
+from asose_jax.search.step_config import SearchConfig
 
 METHODS: dict[str, dict[str, object]] = {
     "darts": {"sampler": "softmax", "arch_regularizer": "none", "arch_reg_weight": 0.0},

@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 
 from asose_jax.runtime.cli import setting
-from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP
+from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP, check_source
+from asose_jax.runtime.memory import check_size_limits
 from asose_jax.runtime.rundir import MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP, NAN_POLICIES, NAN_POLICY_HELP
-from asose_jax.search.config import COMPUTED, SearchConfig
-from asose_jax.search.growth import GROWTH_KINDS, GROWTH_MODES, STRATEGIES
+from asose_jax.search.growth import GROWTH_MODES, STRATEGIES
+from asose_jax.search.step_config import COMPUTED, SearchConfig
 from asose_jax.spaces import SPACES, get_space
+from asose_jax.spaces.base import GROWTH_KINDS
 
 ARCH_PHASES = ("alternate", "alpha-only")
 
@@ -33,16 +35,13 @@ class RunConfig:
     (0: only at phase boundaries), the newest ``keep_checkpoints`` kept; ``nan_policy`` ``stop`` ends
     the run at a non-finite loss or gradient, ``skip`` drops that update.
 
-    Growth (chain: depth, width, branch; nb201: depth; ``asose_jax.search.growth`` has the rule): ``growth``
-    ``auto`` grows when the cycle-final validation accuracy has gained less than ``growth_threshold``
-    points over ``growth_window`` cycles since the last growth, ``off`` never grows; ``grow_at``
-    (``"CYCLE:KIND,..."``, cycles from 1) forces growth at those cycles instead. The plateau stop, too,
-    looks only at the cycles since the last growth, and with ``auto`` waits while a mutation still fits the
-    caps, so a plateau first grows the network and stops the run only once growth is capped.
+    Growth (``growth``, ``grow_at``, ``growth_window``, ``growth_threshold``, ``growth_strategy`` and the caps)
+    follows the rule written in ``asose_jax.search.growth``; each space declares its kinds. The plateau stop looks
+    only at the cycles since the last growth, and with ``auto`` waits while a mutation still fits the caps.
     """
 
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
-    data: str = setting("tfds", DATA_HELP, metavar="SOURCE")
+    data: str = setting("cifar10", DATA_HELP, metavar="SOURCE")
     data_dir: str | None = setting(None, DATA_DIR_HELP, metavar="DIR")
     train_limit: int | None = setting(None, "keep only the first N training images")
     test_limit: int | None = setting(None, "keep only the first N test images (they only report accuracies)")
@@ -105,6 +104,7 @@ class RunConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 kind = "a positive" if low else "a non-negative"
                 raise ValueError(f"--{_flag(name)} must be {kind} integer, got {value!r}")
+        check_size_limits(self, ("batch_size", "max_depth"))
         if self.train_limit is not None and (not isinstance(self.train_limit, int) or self.train_limit < 2):
             raise ValueError(f"--train-limit must be an integer >= 2, got {self.train_limit!r}")
         if not 0 < self.arch_split < 1:
@@ -128,8 +128,7 @@ class RunConfig:
                 f"--nb201-table scores NAS-Bench-201 cells, but this search's space is {self.search.space}; "
                 "drop --nb201-table or use --space nb201"
             )
-        if not (self.data == "tfds" or (self.data.startswith("npz:") and len(self.data) > 4)):
-            raise ValueError(f"unknown --data {self.data!r}; use tfds or npz:PATH")
+        check_source(self.data)
 
     def _check_growth(self) -> None:
         if self.growth not in GROWTH_MODES:
@@ -204,6 +203,25 @@ RESUMABLE_CHANGES = (
 )  # fmt: skip
 
 
+# The flags of experiments/cifar10_search.py in --help, by group (field names).
+HELP_GROUPS: dict[str, tuple[str, ...]] = {
+    "data": ("data", "data_dir", "train_limit", "test_limit", "arch_split", "batch_size", "cutout"),
+    "space": ("space", "init_channels", "depth", "scan_cells", "op_names"),
+    "method": ("sampler", "tau_max", "tau_min", "tau_schedule", "arch_init_scale", "arch_lr", "arch_b1", "arch_b2",
+               "arch_weight_decay", "arch_order", "arch_regularizer", "arch_reg_weight", "weight_lr", "weight_lr_min",
+               "momentum", "weight_decay", "grad_clip", "seed"),
+    "schedule": ("cycles", "warmup_epochs", "arch_epochs", "retrain_epochs", "arch_phase", "plateau_window",
+                 "plateau_threshold"),
+    "growth": ("growth", "grow_at", "growth_window", "growth_threshold", "growth_strategy", "width_factor",
+               "width_noise", "max_depth", "max_width", "max_branches", "max_params"),
+    "scoring": ("nb201_table",),
+    "run directory": ("log_every", "checkpoint_every", "keep_checkpoints", "nan_policy", "max_skipped_steps"),
+    "devices": (),
+}  # fmt: skip
+
+
+CPU_PRESETS = ("smoke", "nb201-cpu", "darts-cpu")  # sized for a 2-core CPU, one per space
+
 PRESETS: dict[str, RunConfig] = {
     # The original ASO-SE reference script's settings (fixed.py): a chain of 4 mixed-op blocks at 32
     # channels over the 10 ASO-SE ops, soft Gumbel at tau 5 -> 0.1, batch 128, 15 cycles of 5/2/-/3
@@ -257,8 +275,8 @@ PRESETS: dict[str, RunConfig] = {
         plateau_window=0,
         growth="off",
     ),
-    # The reference search cut to fit a free Colab TPU session (8 cores: batch 256, 32 per core, learning
-    # rate scaled with it): all 50,000 images, 4 cycles of 2/1/-/1 epochs.
+    # The reference search cut to fit a free Colab TPU session (one v5e chip today, or 8 cores of an older TPU:
+    # batch 256, learning rate scaled with it): all 50,000 images, 4 cycles of 2/1/-/1 epochs.
     "colab": RunConfig(
         search=SearchConfig(
             space="chain", init_channels=32, depth=4, sampler="gumbel_soft", weight_decay=1e-4, weight_lr=0.05

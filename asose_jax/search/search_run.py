@@ -16,10 +16,9 @@ from asose_jax.runtime.faults import fault_point
 from asose_jax.runtime.input_pipeline import ImageArrays, epoch_batches, split_for_architecture
 from asose_jax.runtime.metrics_log import write_json
 from asose_jax.runtime.parallel import is_primary, make_mesh, replicate, shard_batch
-from asose_jax.runtime.rundir import RunDirectoryLock
 from asose_jax.runtime.session import RunSession, SessionSettings, StepLoop, epoch_means
 from asose_jax.search import cycle
-from asose_jax.search.growth import GrowthCaps, Mutation, grow, kinds_to_try, next_mutation
+from asose_jax.search.growth import grow, kinds_to_try, next_mutation
 from asose_jax.search.iterations import DERIVED, jit_iterations, make_iterations, param_counts, validation_measure
 from asose_jax.search.nb201_table import NB201Table
 from asose_jax.search.run_config import RunConfig
@@ -27,6 +26,7 @@ from asose_jax.search.run_state import Position, RunProgress
 from asose_jax.search.sampling import decisiveness, edge_entropy
 from asose_jax.search.steps import State, init_search_state
 from asose_jax.spaces import count_params, space_of
+from asose_jax.spaces.base import GrowthCaps, Mutation
 from asose_jax.spaces.genotypes import derive_genotype, genotype_edge_weights, genotype_to_json
 
 _GROWTH = 4  # PRNG stream of growth (new weights and logits, width mappings)
@@ -49,7 +49,7 @@ class SearchRun(RunSession):
     ``metrics.jsonl`` and the wall time, so a resumed run continues bit for bit.
     """
 
-    def __init__(self, config: RunConfig, workdir: pathlib.Path, lock: RunDirectoryLock, data: ImageArrays,
+    def __init__(self, config: RunConfig, workdir: pathlib.Path, data: ImageArrays,
                  model: nn.Module, table: NB201Table | None):  # fmt: skip
         self.config, self.model, self.table = config, model, table
         self.op_names = tuple(model.op_names)
@@ -69,7 +69,7 @@ class SearchRun(RunSession):
             keep_checkpoints=config.keep_checkpoints, nan_policy=config.nan_policy,
             max_skipped=config.max_skipped_steps, checked=_CHECKED, fix=NAN_FIX, total_steps=config.search.total_steps,
         )  # fmt: skip
-        self.open_session(workdir, lock, settings)
+        self.open_session(workdir, settings)
 
     def set_model(self, model: nn.Module, state: State) -> None:
         """The current (initial or grown) model, its state and its iterations (traced on their first call)."""
@@ -280,9 +280,9 @@ class SearchRun(RunSession):
             first_phase = begin.phase if cycle_index == begin.cycle else 0
             for phase_index in range(first_phase, len(phases)):
                 resuming = (cycle_index, phase_index) == (begin.cycle, begin.phase)
-                self.run_phase(cycle_index, phase_index, phases[phase_index], begin.epoch if resuming else 1)
                 if not resuming or begin.epoch == 1 and begin.batch == 0:
                     self.progress.phase_start = int(self.state["step"])
+                self.run_phase(cycle_index, phase_index, phases[phase_index], begin.epoch if resuming else 1)
                 if phase_index + 1 < len(phases):
                     self.save(Position(cycle_index, phase_index + 1))
             self.end_cycle(cycle_index)
@@ -320,6 +320,7 @@ class SearchRun(RunSession):
             progress.stopped_early = True
             self.writer.write({"event": "early_stop", "cycle": cycle_index, "step": int(self.state["step"]),
                                "cycle_val_acc": progress.cycle_accuracies})  # fmt: skip
+            fault_point("early_stop")
             self.say(f"stopping early after cycle {cycle_index}: validation accuracy plateaued")
         self.save(Position(cycle_index + 1))
 

@@ -20,7 +20,7 @@ A batch is ``{"image": float [B, H, W, 3], "label": int [B]}``, optionally with
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 import flax.linen as nn
 import jax
@@ -32,7 +32,6 @@ from asose_jax.nn.losses import accuracy, cross_entropy
 from asose_jax.nn.operations import BN_MOMENTUM
 from asose_jax.nn.optimizers import arch_optimizer, descend, weight_optimizer
 from asose_jax.nn.schedules import learning_rate_schedule, temperature_schedule
-from asose_jax.search.config import SearchConfig
 from asose_jax.search.regularizers import arch_regularizer
 from asose_jax.search.sampling import (
     edge_entropy,
@@ -41,9 +40,23 @@ from asose_jax.search.sampling import (
     sample_edge_weights,
     uses_temperature,
 )
-from asose_jax.spaces import build_search_model, init_arch_logits, uniform_arch_weights
+from asose_jax.search.step_config import SearchConfig
+from asose_jax.spaces import build_supernet, init_arch_logits, uniform_arch_weights
 
-State = dict
+
+class SearchState(TypedDict):
+    """The search state (see the module docstring): arrays and pytrees only, so a checkpoint saves it whole."""
+
+    step: jax.Array
+    rng: jax.Array
+    params: dict
+    batch_stats: dict
+    arch: dict[str, jax.Array]
+    weight_opt: optax.OptState
+    arch_opt: optax.OptState
+
+
+State = SearchState
 Batch = dict
 Metrics = dict
 
@@ -62,8 +75,8 @@ class SearchSteps(NamedTuple):
     recalibrated_batch_stats: Callable[[State, jax.Array, dict], dict]
 
 
-def build_model(config: SearchConfig) -> nn.Module:
-    return build_search_model(
+def supernet_from_config(config: SearchConfig) -> nn.Module:
+    return build_supernet(
         config.space, config.init_channels, config.depth, config.num_classes, config.op_names, config.scan_cells
     )
 

@@ -38,7 +38,7 @@ def space_of(model_or_genotype) -> SearchSpace:
     return get_space(model_or_genotype if isinstance(model_or_genotype, str) else model_or_genotype.space)
 
 
-def build_search_model(
+def build_supernet(
     space: str,
     init_channels: int | None = None,
     depth: int | None = None,

@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 
 from asose_jax.runtime.cli import setting
-from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP
+from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP, check_source
+from asose_jax.runtime.memory import check_seed, check_size_limits
 from asose_jax.runtime.rundir import MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP, NAN_POLICIES, NAN_POLICY_HELP
+from asose_jax.spaces.genotypes import PUBLISHED
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
@@ -31,10 +33,11 @@ class TrainConfig:
     """
 
     genotype: str = setting(
-        "DARTS_V2", "a genotype.json (or a search's run directory), or a published name", metavar="GENOTYPE"
-    )
+        "DARTS_V2", f"a genotype.json, a search's run directory, or a published cell: {', '.join(PUBLISHED)}",
+        metavar="GENOTYPE",
+    )  # fmt: skip
     recipe: str = "standard"  # chosen by --recipe, which sets the other defaults
-    data: str = setting("tfds", DATA_HELP, metavar="SOURCE")
+    data: str = setting("cifar10", DATA_HELP, metavar="SOURCE")
     data_dir: str | None = setting(None, DATA_DIR_HELP, metavar="DIR")
     train_limit: int | None = setting(None, "keep only the first N training images")
     init_channels: int | None = setting(None, "channels of the first stage (default: darts 36, nb201 16, chain 32)")
@@ -71,8 +74,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"--{_flag(name)} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        check_size_limits(self, ("init_channels", "layers", "batch_size"))
+        check_seed(self.seed)
         if not self.lr > 0 or not 0 <= self.lr_min <= self.lr:
             raise ValueError(f"learning rates need --lr > 0 and 0 <= --lr-min <= --lr, got {self.lr}, {self.lr_min}")
         if not 0 <= self.warmup_epochs < self.epochs:
@@ -94,6 +97,7 @@ class TrainConfig:
             raise ValueError(f"unknown --compute-dtype {self.compute_dtype!r}; use one of {', '.join(COMPUTE_DTYPES)}")
         if self.recipe not in RECIPE_NAMES:
             raise ValueError(f"unknown --recipe {self.recipe!r}; use one of {', '.join(RECIPE_NAMES)}")
+        check_source(self.data)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,6 +108,15 @@ def _flag(name: str) -> str:
 
 
 RECIPE_NAMES = ("standard", "fast")
+# The flags of experiments/cifar10_train.py in --help, by group (field names).
+HELP_GROUPS: dict[str, tuple[str, ...]] = {
+    "network": ("genotype", "init_channels", "layers", "scan_cells", "auxiliary_weight", "drop_path"),
+    "data": ("data", "data_dir", "train_limit", "batch_size", "cutout"),
+    "schedule": ("epochs", "lr", "lr_min", "warmup_epochs", "momentum", "nesterov", "weight_decay", "grad_clip",
+                 "label_smoothing", "ema_decay", "seed"),
+    "run directory": ("log_every", "checkpoint_every", "nan_policy", "max_skipped_steps"),
+    "devices": ("compute_dtype", "steps_per_dispatch"),
+}  # fmt: skip
 # Settings that may change when a run continues: they change neither its results nor its metrics.jsonl.
 RESUMABLE_CHANGES = ("data_dir", "checkpoint_every", "nan_policy", "max_skipped_steps", "lr")
 

@@ -23,25 +23,22 @@ import pathlib
 
 import jax.numpy as jnp
 
-from asose_jax.runtime import plots
+from asose_jax.runtime import plots, rundir
 from asose_jax.runtime.checkpointing import has_checkpoint
+from asose_jax.runtime.estimate import describe_estimate, training_seconds
 from asose_jax.runtime.input_pipeline import check_train_limit, load_data
+from asose_jax.runtime.memory import check_step_memory
 from asose_jax.runtime.metrics_log import write_json
 from asose_jax.runtime.parallel import check_batch_size, is_primary, make_mesh
-from asose_jax.runtime.rundir import (
-    check_same_settings,
-    config_record,
-    create,
-    device_description,
-    existing_config,
-    record_changes,
-)
+from asose_jax.runtime.session import say
 from asose_jax.spaces import count_params, space_of
 from asose_jax.spaces.genotypes import genotype_from_json, genotype_to_json, resolve_genotype
 from asose_jax.spaces.networks import build_network
 from asose_jax.train.config import RESUMABLE_CHANGES, TrainConfig
 from asose_jax.train.steps import compute_dtype, flops_per_image, init_train_state
 from asose_jax.train.train_run import Schedule, TrainRun
+
+SHORTER = "--recipe fast with fewer --epochs, or a GPU, takes a fraction of that"
 
 
 def run_genotype(config: TrainConfig, workdir: pathlib.Path, saved: dict | None):
@@ -73,8 +70,49 @@ def train_and_evaluate(
     without training.
     """
     workdir = pathlib.Path(workdir)
-    saved = existing_config(workdir, resume, dry_run)
+    saved = rundir.existing_config(workdir, resume, dry_run)
     genotype, notice = run_genotype(config, workdir, saved)
+    data, net, auxiliary = prepare(config, genotype, dry_run)
+    state = init_train_state(net, config, tuple(data.x_train.shape[1:]))
+    summary = network_summary(config, genotype, net, data, state)
+    network = {"init_channels": net.init_channels, "auxiliary": auxiliary,
+               "depth": getattr(net, space_of(genotype).depth_field, None)}  # fmt: skip
+    config_json = rundir.config_record(config.to_json(), network)
+    rundir.check_same_settings(workdir, saved, config_json, RESUMABLE_CHANGES)
+    if resume and not has_checkpoint(workdir):
+        raise ValueError(f"--resume: --workdir {workdir} has no checkpoint yet; rerun without --resume to start over")
+    with rundir.create(workdir, lock=is_primary()):  # only now that data, network and settings are known to be good
+        if is_primary() and saved is None:
+            write_json(workdir / "config.json", config_json)
+            write_json(workdir / "genotype.json", genotype_to_json(genotype))
+        seconds = training_seconds(summary["flops_per_image"], summary["steps"] * config.batch_size, summary["steps"])
+        say(describe_estimate(seconds, f"this training run ({summary['steps']:,} steps)", SHORTER)[0])
+        if dry_run:
+            if is_primary():
+                write_json(workdir / "summary.json", {**summary, "dry_run": True, "estimated_seconds": seconds})
+            return summary
+        run = TrainRun(config, workdir, data, net, state)
+        with run.running():
+            run.say(f"{'continuing' if saved else 'starting'} training in {workdir} on {summary['device']}: "
+                    f"{summary['data']['train']:,} training / {summary['data']['test']:,} test images, "
+                    f"{summary['steps']:,} steps, {summary['params']:,} weights")  # fmt: skip
+            if notice:
+                run.say(notice)
+            run.resume()
+            if saved is not None and is_primary():
+                for line in rundir.record_changes(
+                    workdir, saved, config_json, RESUMABLE_CHANGES, int(run.state["step"])
+                ):
+                    run.say(line)
+            run.run()
+            summary.update(run.final_summary())
+            run.finish(summary, {}, plots.plot_training)
+    return json.loads(json.dumps(summary))
+
+
+def prepare(config: TrainConfig, genotype, dry_run: bool):
+    """The data, the network of ``genotype`` and whether it has an auxiliary head, checked before the run
+    directory is touched: the batch against the data and the devices and, for a run, the memory of a step."""
     data = load_data(config.data, config.data_dir, config.train_limit)
     check_train_limit(data, config.train_limit)  # no recipe sets one: it is the user's
     auxiliary = config.auxiliary_weight > 0 and space_of(genotype).auxiliary_head
@@ -83,42 +121,11 @@ def train_and_evaluate(
         raise ValueError(f"--batch-size {config.batch_size} is larger than the {len(data.x_train)} training "
                          "images; lower it")  # fmt: skip
     check_batch_size(config.batch_size, make_mesh())
-    state = init_train_state(net, config, tuple(data.x_train.shape[1:]))
-    summary = network_summary(config, genotype, net, data, state)
-    network = {"init_channels": net.init_channels, "auxiliary": auxiliary,
-               "depth": getattr(net, space_of(genotype).depth_field, None)}  # fmt: skip
-    config_json = config_record(config.to_json(), network)
-    check_same_settings(workdir, saved, config_json, RESUMABLE_CHANGES)
-    if resume and not has_checkpoint(workdir):
-        raise ValueError(f"--resume: --workdir {workdir} has no checkpoint yet; rerun without --resume to start over")
-    lock = create(workdir, lock=is_primary())  # only now that data, network and settings are known to be good
-    if is_primary() and saved is None:
-        write_json(workdir / "config.json", config_json)
-        write_json(workdir / "genotype.json", genotype_to_json(genotype))
-    if dry_run:
-        if is_primary():
-            write_json(workdir / "summary.json", {**summary, "dry_run": True})
-        lock.release()
-        return summary
-    try:
-        run = TrainRun(config, workdir, lock, data, net, state)
-    except BaseException:
-        lock.release()
-        raise
-    with run.running():
-        run.say(f"{'continuing' if saved else 'starting'} training in {workdir} on {summary['device']}: "
-                f"{summary['data']['train']:,} training / {summary['data']['test']:,} test images, "
-                f"{summary['steps']:,} steps, {summary['params']:,} weights")  # fmt: skip
-        if notice:
-            run.say(notice)
-        run.resume()
-        if saved is not None and is_primary():
-            for line in record_changes(workdir, saved, config_json, RESUMABLE_CHANGES, int(run.state["step"])):
-                run.say(line)
-        run.run()
-        summary.update(run.final_summary())
-        run.finish(summary, {}, plots.plot_training)
-    return json.loads(json.dumps(summary))
+    if not dry_run:  # before the weights are drawn: a network too large for the memory fails here
+        check_step_memory(net, config.batch_size, data, "--batch-size, --init-channels or --layers",
+                          copies=2 if config.ema_decay else 1, dtype=compute_dtype(config.compute_dtype),
+                          rng_streams=("drop_path",), drop_rate=config.drop_path)  # fmt: skip
+    return data, net, auxiliary
 
 
 def network_summary(config: TrainConfig, genotype, net, data, state: dict) -> dict:
@@ -131,7 +138,7 @@ def network_summary(config: TrainConfig, genotype, net, data, state: dict) -> di
         "genotype": genotype_to_json(genotype), "recipe": config.recipe,
         "params": params - params_aux, "params_auxiliary": params_aux,
         "flops_per_image": flops_per_image(net, variables, image_shape),
-        "device": device_description(), "compute_dtype": jnp.dtype(compute_dtype(config.compute_dtype)).name,
+        "device": rundir.device_description(), "compute_dtype": jnp.dtype(compute_dtype(config.compute_dtype)).name,
         "data": {"train": len(data.x_train), "test": len(data.x_test), "image_shape": list(image_shape)},
         "steps": Schedule.of(config, len(data.x_train)).total_steps,
     }  # fmt: skip

@@ -13,6 +13,7 @@ gathers its batch by index from the uint8 images resident on the device and augm
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NotRequired, TypedDict
 
 import flax.linen as nn
 import jax
@@ -29,7 +30,19 @@ from asose_jax.runtime.input_pipeline import augment, normalize
 from asose_jax.runtime.parallel import constrain_batch
 from asose_jax.train.config import TrainConfig
 
-State = dict
+
+class TrainState(TypedDict):
+    """The training state (see the module docstring); ``ema`` only with ``--ema-decay`` > 0."""
+
+    step: jax.Array
+    rng: jax.Array
+    params: dict
+    batch_stats: dict
+    opt: optax.OptState
+    ema: NotRequired[dict]
+
+
+State = TrainState
 
 
 def compute_dtype(name: str) -> jnp.dtype:

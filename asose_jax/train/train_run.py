@@ -14,7 +14,6 @@ import numpy as np
 from asose_jax.runtime.faults import fault_point
 from asose_jax.runtime.input_pipeline import ImageArrays, epoch_batches
 from asose_jax.runtime.parallel import jit_data_parallel, make_mesh, replicate, shard_batch
-from asose_jax.runtime.rundir import RunDirectoryLock
 from asose_jax.runtime.session import RunSession, SessionProgress, SessionSettings, StepLoop, epoch_means
 from asose_jax.train.config import TrainConfig
 from asose_jax.train.steps import make_eval_step, make_train_step, scan_steps
@@ -69,7 +68,7 @@ class TrainRun(RunSession):
     """Training ``net`` from scratch under ``config``, from its initial ``state``: data on the device, the jitted
     iteration (K steps per dispatch) and evaluation."""
 
-    def __init__(self, config: TrainConfig, workdir: pathlib.Path, lock: RunDirectoryLock, data: ImageArrays,
+    def __init__(self, config: TrainConfig, workdir: pathlib.Path, data: ImageArrays,
                  net: nn.Module, state: dict):  # fmt: skip
         self.config, self.net = config, net
         self.schedule = schedule = Schedule.of(config, len(data.x_train))
@@ -90,7 +89,7 @@ class TrainRun(RunSession):
             nan_policy=config.nan_policy, max_skipped=config.max_skipped_steps, checked=_CHECKED, fix=NAN_FIX,
             total_steps=schedule.total_steps,
         )  # fmt: skip
-        self.open_session(workdir, lock, settings)
+        self.open_session(workdir, settings)
 
     def resume(self) -> bool:
         """Continues an interrupted run from its newest checkpoint, if any."""

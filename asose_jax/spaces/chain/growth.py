@@ -4,9 +4,7 @@
 * ``width``: widen a stage by a factor (the weights are spread by ``asose_jax.search.growth.Widening``);
 * ``branch``: add a zero-gated parallel mixed op to a block, with its own logit row.
 
-Where: depth goes to the stage with the fewest blocks, width to the stage with the smallest width relative to
-its initial one, a branch to the block with the fewest branches; ties go to the later stage or block (lower
-resolution, cheaper).
+Where each goes (``choose_target``) follows the growth rule, written once in ``asose_jax.search.growth``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 The supernet's cells all differ in shape (at its default 8 cells), so instead of cells, ``scan_cells`` scans a
 cell's edges: the 8 edges that read the cell's inputs run through one compiled body, the 6 that read its nodes
 through another (``nn.scan`` over their stacked variables, modules ``input_edges_scan`` and ``node_edges_scan``).
-XLA then compiles 2 mixed ops per cell instead of 14: on a 2-core CPU, the 8-cell supernet's steps compiled in
-62 and 48 s instead of 420 and 212 s unrolled, and stepped as fast (README, scanned cells, has today's figures).
+XLA then compiles 2 mixed ops per cell instead of 14 (compile times: docs/performance.md).
 ``scan_cells=False`` unrolls them (``edge_{i}_{j}``).
 """
 

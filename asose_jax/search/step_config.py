@@ -1,4 +1,4 @@
-"""Search configuration as plain, validated data."""
+"""The maths of one search step (``SearchConfig``) as plain, validated data; the run around it is ``RunConfig``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import dataclasses
 from asose_jax.nn.operations import OP_SETS
 from asose_jax.nn.schedules import TEMPERATURE_SCHEDULES
 from asose_jax.runtime.cli import setting
+from asose_jax.runtime.memory import check_seed, check_size_limits
 from asose_jax.search.regularizers import ARCH_REGULARIZERS
 from asose_jax.search.sampling import SAMPLERS, check_sampler, uses_temperature
 from asose_jax.spaces import SPACES
@@ -87,8 +88,8 @@ class SearchConfig:
             raise ValueError(f"--arch-reg-weight must be >= 0, got {self.arch_reg_weight!r}")
         if self.arch_order not in (1, 2):
             raise ValueError(f"arch_order must be 1 (first order) or 2 (unrolled), got {self.arch_order}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_seed(self.seed)
+        check_size_limits(self, ("init_channels", "depth"))
         for name in ("total_steps", "num_classes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
