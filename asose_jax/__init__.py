@@ -1,6 +1,6 @@
 """asose-jax: ASO-SE neural architecture search in JAX/Flax.
 
-Layers (each imports only from the ones before it; see README, Architecture):
+Layers (each imports only from the ones before it; see docs/architecture.md):
   nn/        ops, the mixed op, convolution kernels, initialisers, optimisers, schedules
   spaces/    the SearchSpace interface and one package per space (chain, darts, nb201); genotypes, networks
   runtime/   data, devices and shardings, checkpoints, the run directory, metrics, plots, progress, CLI helpers

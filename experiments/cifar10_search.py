@@ -26,9 +26,10 @@ from asose_jax.runtime.cli import (
     add_runtime_flags,
     chosen,
     given_settings,
+    run_command,
     setup_runtime,
 )
-from asose_jax.runtime.rundir import Interrupted, default_workdir
+from asose_jax.runtime.rundir import default_workdir
 from asose_jax.search.methods import METHODS, with_method
 from asose_jax.search.run_config import HELP_GROUPS, PRESETS, RunConfig, preset
 from asose_jax.search.step_config import SearchConfig, check_given_settings
@@ -96,28 +97,21 @@ def saved_config(workdir: str | None) -> RunConfig | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def work() -> tuple[str, dict]:
         config = build_config(args, saved_config(args.workdir))
         workdir = args.workdir or default_workdir(f"{args.preset or 'reference'}-{config.search.space}")
         setup_runtime(args)
 
         from asose_jax.search.driver import train_and_evaluate
 
-        summary = train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume,
-                                     exact_train_limit=args.train_limit is not None)  # fmt: skip
-    except (ValueError, FloatingPointError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Interrupted as stop:
-        print(f"stopped: {stop}", file=sys.stderr)
-        return stop.exit_code
-    except (RuntimeError, MemoryError) as err:  # JAX's runtime errors (out of memory among them) are RuntimeErrors
-        from asose_jax.runtime.memory import failure_line
+        return workdir, train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume,
+                                           exact_train_limit=args.train_limit is not None)  # fmt: skip
 
-        if (line := failure_line(err)) is None:
-            raise
-        print(f"error: {line}", file=sys.stderr)
-        return 2
+    result = run_command(work)
+    if isinstance(result, int):
+        return result
+    workdir, summary = result
     if args.dry_run:
         print(f"dry run: {summary['params']['weights']:,} weights, {summary['params']['arch']} logits; wrote {workdir}")
     else:

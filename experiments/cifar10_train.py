@@ -22,9 +22,10 @@ from asose_jax.runtime.cli import (
     add_runtime_flags,
     chosen,
     given_settings,
+    run_command,
     setup_runtime,
 )
-from asose_jax.runtime.rundir import Interrupted, default_workdir
+from asose_jax.runtime.rundir import default_workdir
 from asose_jax.train.config import HELP_GROUPS, RECIPE_NAMES, TrainConfig, recipe
 
 
@@ -57,7 +58,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def work() -> tuple[str, dict]:
         config = build_config(args)
         label = pathlib.Path(config.genotype).parent.name if config.genotype.endswith(".json") else config.genotype
         workdir = args.workdir or default_workdir(f"train-{label}-{config.recipe}")
@@ -65,20 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
         from asose_jax.train.driver import train_and_evaluate
 
-        summary = train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume)
-    except (ValueError, FloatingPointError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Interrupted as stop:
-        print(f"stopped: {stop}", file=sys.stderr)
-        return stop.exit_code
-    except (RuntimeError, MemoryError) as err:  # JAX's runtime errors (out of memory among them) are RuntimeErrors
-        from asose_jax.runtime.memory import failure_line
+        return workdir, train_and_evaluate(config, workdir, dry_run=args.dry_run, resume=args.resume)
 
-        if (line := failure_line(err)) is None:
-            raise
-        print(f"error: {line}", file=sys.stderr)
-        return 2
+    result = run_command(work)
+    if isinstance(result, int):
+        return result
+    workdir, summary = result
     if args.dry_run:
         print(f"dry run: {summary['params']:,} weights (+ {summary['params_auxiliary']:,} auxiliary head), "
               f"{summary['flops_per_image'] or 0:,.0f} FLOPs per image; wrote {workdir}")  # fmt: skip

@@ -1,6 +1,6 @@
 """Bad input through both command-line entry points: every case ends with one line on stderr that starts with
 ``error:`` and names the fix, exit status 2, no traceback, and the workdir exactly as it was (nothing
-half-written). The README's "Errors" section lists these cases.
+half-written). docs/errors.md ("Bad input") lists these cases.
 
 Most cases run ``main()`` in this process (they fail before any training); the case that needs 8 devices runs
 in its own process.

@@ -1,10 +1,11 @@
-"""The README's recipes for extending the library ("Adding something"), followed by tests.
+"""The recipes for extending the library (docs/architecture.md, "Adding something"), followed by tests.
 
 * an op: registered in ``OPS`` and searched with, through the search driver, then trained as a discrete network;
 * a sampler: registered in ``SAMPLERS`` and searched with in the same run;
 * a space: every registered space implements the ``SearchSpace`` interface end to end (a new space added to
   ``SPACES`` is checked by this test without another line);
-* a growth kind: every kind of every space preserves the supernet's function (likewise automatic).
+* a growth kind: every kind of every space preserves the supernet's function (likewise automatic), and a toy
+  kind added by the recipe grows a supernet through ``growth.grow``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from asose_jax.search.run_config import RunConfig
 from asose_jax.search.sampling import SAMPLERS, Sampler
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.search.steps import init_search_state, supernet_from_config
-from asose_jax.spaces import SPACES, space_of, uniform_arch_weights
+from asose_jax.spaces import SPACES, base, space_of, uniform_arch_weights
 from asose_jax.spaces.base import Mutation
 from asose_jax.spaces.genotypes import derive_genotype, genotype_edge_weights, genotype_from_json, genotype_to_json
 from asose_jax.spaces.networks import build_network
@@ -113,3 +114,45 @@ def test_every_growth_kind_preserves_the_function(name, kind):
 
     np.testing.assert_allclose(outputs(grown_model, grown), outputs(model, state), atol=1e-5, rtol=0)
     assert space.architecture_json(grown_model) != space.architecture_json(model)
+
+
+def test_a_toy_growth_kind_follows_the_recipe(monkeypatch):
+    """The recipe for a growth kind (docs/architecture.md, "Adding something"), followed with ``toy_deepen``: a
+    gated cell at the end of the nb201 supernet's first stage. The kind is declared in ``GROWTH_KINDS`` and by
+    the space, which implements ``grown_model``, ``choose_target`` and ``describe``; growth then preserves the
+    function through ``growth.grow``, and a space that does not declare the kind refuses it."""
+    monkeypatch.setattr(base, "GROWTH_KINDS", (*base.GROWTH_KINDS, "toy_deepen"))
+    nb201 = SPACES["nb201"]
+
+    class ToySpace(type(nb201)):
+        growth_kinds = (*nb201.growth_kinds, "toy_deepen")
+
+        def grown_model(self, model, mutation):
+            if mutation.kind != "toy_deepen":
+                return super().grown_model(model, mutation)
+            return super().grown_model(model, Mutation("depth", 0))
+
+        def choose_target(self, model, kind):
+            return 0 if kind == "toy_deepen" else super().choose_target(model, kind)
+
+        def describe(self, model, mutation):
+            return "toy: a gated cell at the end of stage 0"
+
+    monkeypatch.setitem(SPACES, "nb201", ToySpace())
+    config = SearchConfig(space="nb201", **TINY["nb201"])
+    model = supernet_from_config(config)
+    state = init_search_state(model, config, (IMAGE, IMAGE, 3))
+    mutation = Mutation("toy_deepen", space_of(model).choose_target(model, "toy_deepen"))
+    grown_model, grown = growth.grow(model, state, mutation, jax.random.key(1))
+    assert grown_model.grown_cells == (1, 0, 0)
+    images = make_batch(5, 4)["image"]
+
+    def outputs(m, s):
+        weights = {k: jax.nn.softmax(a, -1) for k, a in s["arch"].items()}
+        return m.apply({"params": s["params"], "batch_stats": s["batch_stats"]}, images, weights, train=False)
+
+    np.testing.assert_allclose(outputs(grown_model, grown), outputs(model, state), atol=1e-5, rtol=0)
+    chain = supernet_from_config(SearchConfig(space="chain", **TINY["chain"]))
+    with pytest.raises(ValueError, match="the chain space has no 'toy_deepen' growth"):
+        growth.grow(chain, init_search_state(chain, SearchConfig(space="chain", **TINY["chain"]), (IMAGE, IMAGE, 3)),
+                    Mutation("toy_deepen", 0), jax.random.key(1))  # fmt: skip

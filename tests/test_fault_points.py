@@ -73,14 +73,15 @@ def uninterrupted(npz_path, tmp_path_factory) -> Callable[[str], pathlib.Path]:
     """The run directory of the uninterrupted run of a kind (run once, when first asked for)."""
     workdirs: dict[str, pathlib.Path] = {}
 
-    def workdir(kind: str) -> pathlib.Path:
+    def reference(kind: str) -> pathlib.Path:
         if kind not in workdirs:
-            workdirs[kind] = tmp_path_factory.mktemp("uninterrupted") / "run"
-            result = run(npz_path, workdirs[kind], kind=kind)
+            workdir = tmp_path_factory.mktemp("uninterrupted") / "run"
+            result = run(npz_path, workdir, kind=kind)
             assert result.returncode == 0, result.stderr[-2000:]
+            workdirs[kind] = workdir
         return workdirs[kind]
 
-    return workdir
+    return reference
 
 
 def test_every_fault_point_is_in_a_chain():

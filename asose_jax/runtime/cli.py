@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import math
 import pathlib
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -197,3 +198,26 @@ def setup_runtime(args: argparse.Namespace) -> None:
     if args.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def run_command(work: Callable[[], dict]) -> dict | int:
+    """Runs a command's ``work`` and returns its summary, or the exit status of a failure it reported in one
+    line on stderr: 2 for bad input, a non-finite run and out of memory (``error: ...``), 128 + signal for a
+    stop by SIGTERM or SIGINT (``stopped: ...``, with the command that resumes). Other errors keep their
+    traceback: they are bugs."""
+    from asose_jax.runtime.memory import failure_line  # imports jax: only once the flags are known to be good
+    from asose_jax.runtime.rundir import Interrupted
+
+    try:
+        return work()
+    except (ValueError, FloatingPointError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except (RuntimeError, MemoryError) as err:  # JAX's runtime errors (out of memory among them) are RuntimeErrors
+        if (line := failure_line(err)) is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2

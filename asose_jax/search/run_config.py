@@ -225,7 +225,7 @@ CPU_PRESETS = ("smoke", "nb201-cpu", "darts-cpu")  # sized for a 2-core CPU, one
 PRESETS: dict[str, RunConfig] = {
     # The original ASO-SE reference script's settings (fixed.py): a chain of 4 mixed-op blocks at 32
     # channels over the 10 ASO-SE ops, soft Gumbel at tau 5 -> 0.1, batch 128, 15 cycles of 5/2/-/3
-    # epochs, SGD 0.025 with coupled L2 1e-4. Its bugs are not reproduced (see README).
+    # epochs, SGD 0.025 with coupled L2 1e-4. Its bugs are not reproduced (docs/architecture.md).
     "reference": RunConfig(
         search=SearchConfig(space="chain", init_channels=32, depth=4, sampler="gumbel_soft", weight_decay=1e-4),
         batch_size=128,
@@ -248,7 +248,7 @@ PRESETS: dict[str, RunConfig] = {
     # The darts preset cut to 10 minutes on 2 CPU cores: 8 channels, 5 cells, 2,000 training images (1,000 for
     # weights, 1,000 held out) and 1,000 test images, 1 warm-up and 1 alternating epoch, the architecture
     # learning rate 10x DARTS's for its 15 architecture steps. It checks the DARTS pipeline end to end; so few
-    # steps make no search result (a DARTS search needs an accelerator, see README).
+    # steps make no search result (a DARTS search needs an accelerator, see docs/search-quality.md).
     "darts-cpu": RunConfig(
         search=SearchConfig(space="darts", init_channels=8, depth=5, sampler="softmax", arch_lr=3e-3),
         train_limit=2000,
@@ -261,8 +261,9 @@ PRESETS: dict[str, RunConfig] = {
         plateau_window=0,
         log_every=4,
     ),
-    # beta-DARTS on NAS-Bench-201 (the best method measured on nb201-cpu, see README): softmax mixture with the
-    # beta-decay regulariser ramped 0 -> 25, DARTS's 50 epochs (5 warm-up, 45 alternating), arch lr 3e-4.
+    # beta-DARTS on NAS-Bench-201 (the best method measured on nb201-cpu, see docs/search-quality.md): softmax
+    # mixture with the beta-decay regulariser ramped 0 -> 25, DARTS's 50 epochs (5 warm-up, 45 alternating), arch
+    # lr 3e-4.
     "nb201": RunConfig(
         search=SearchConfig(
             space="nb201", init_channels=16, depth=5, sampler="softmax", arch_regularizer="beta", arch_reg_weight=25.0
@@ -313,10 +314,10 @@ PRESETS: dict[str, RunConfig] = {
         growth="off",
         log_every=25,
     ),
-    # A CPU-sized ASO-SE run on 5,000 images that finishes in about 10 minutes on 2 cores: 16 channels, 4 of the
-    # ASO-SE ops, 6 cycles of 2/1/-/1 epochs at batch 32, larger learning rates for the short schedule, and
-    # beta-DARTS (softmax mixture, beta regulariser ramped 0 -> 5 as in nb201-cpu): with the hard-Gumbel
-    # single path every seed ended all parameter-free (see README).
+    # A CPU-sized beta-DARTS search of the chain space (ASO-SE's) on 5,000 images, about 10 minutes on 2 cores: 16
+    # channels, 4 of the ASO-SE ops, 6 cycles of 2/1/-/1 epochs at batch 32, larger learning rates for the short
+    # schedule, softmax mixture with the beta regulariser ramped 0 -> 5 as in nb201-cpu: with the hard-Gumbel
+    # single path every seed ended all parameter-free (see CHANGELOG.md).
     "smoke": RunConfig(
         search=SearchConfig(
             space="chain",

@@ -56,7 +56,7 @@ def _dirichlet_mean(a: jax.Array) -> jax.Array:
     return beta / jnp.sum(beta, -1, keepdims=True)
 
 
-# Registered samplers by name; a new one is one entry here (see README, "Adding something").
+# Registered samplers by name; a new one is one entry here (see docs/architecture.md, "Adding something").
 SAMPLERS: dict[str, Sampler] = {
     "softmax": Sampler(lambda a, key, tau: jax.nn.softmax(a / tau, axis=-1), needs_key=False),
     "gumbel_soft": Sampler(_gumbel_soft, uses_temperature=True),
