@@ -82,7 +82,9 @@ def add_config_flags(
         if flag.field.name not in group_of:
             raise KeyError(f"the setting {flag.path} is in no group of --help; add it to one")
         meta, group = flag.field.metadata, group_of[flag.field.name]
-        text = f"{meta['help']} (default: {shown_default(_lookup(defaults, flag.path))})"
+        default = _lookup(defaults, flag.path)
+        said = default is None and ("default" in meta["help"] or "unset" in meta["help"])  # it says what None means
+        text = meta["help"] if said else f"{meta['help']} (default: {shown_default(default)})"
         if flag.kind is bool:
             group.add_argument(*flag.names, dest=flag.dest, action=argparse.BooleanOptionalAction, default=None,
                                help=text)  # fmt: skip

@@ -75,9 +75,8 @@ def describe_estimate(seconds: float | None, what: str, smaller: str) -> tuple[s
     if seconds is None:
         return f"no time estimate for {what} on {backend} before its first steps (it prints one then)", False
     hours = seconds / 3600
-    amount = (
-        f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours" if hours >= 1 else f"{seconds / 60:.0f} min"
-    )
+    amount = (f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours" if hours >= 1
+              else f"{seconds / 60:.0f} min" if seconds >= 60 else "under a minute")  # fmt: skip
     if hours > HOURS_BEFORE_WARNING:
         return f"warning: {what} would take about {amount} on this {backend} (rough estimate); {smaller}", True
     return f"{what}: about {amount} on this {backend} (rough estimate)", False

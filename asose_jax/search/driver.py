@@ -142,21 +142,25 @@ def train_and_evaluate(
         if saved is None and is_primary():
             write_json(workdir / "config.json", run.config_json)
         seconds = estimated_seconds(run)
-        say(
-            describe_estimate(seconds, f"this search ({run.config.search.total_steps:,} steps)", smaller_search(run))[0]
-        )
+        steps = f"this search ({run.config.search.total_steps:,} steps)"
+        estimate = describe_estimate(seconds, steps, smaller_search(run))[0]
         if dry_run:
+            say(estimate)
             if is_primary():
                 write_json(workdir / "summary.json", {**run.summary, "dry_run": True, "estimated_seconds": seconds})
             return run.summary
-        return run_search(run, workdir, saved, resumable)
+        return run_search(run, workdir, saved, resumable, estimate)
 
 
-def run_search(run: Prepared, workdir: pathlib.Path, saved: dict | None, resumable: tuple[str, ...]) -> dict:
-    """Runs (or continues) the prepared search in the locked ``workdir``; returns its summary."""
+def run_search(
+    run: Prepared, workdir: pathlib.Path, saved: dict | None, resumable: tuple[str, ...], estimate: str
+) -> dict:
+    """Runs (or continues) the prepared search in the locked ``workdir``, saying first its time ``estimate``;
+    returns its summary."""
     search_run = SearchRun(run.config, workdir, run.data, run.model, run.table)
     with search_run.running():
         search_run.table_score()  # a table that lacks the search's cells fails now, not after the first epoch
+        search_run.say(estimate)
         search_run.say(start_line(workdir, run, saved is not None))
         resumed = search_run.resume()
         if saved is not None and is_primary():

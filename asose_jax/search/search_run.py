@@ -175,6 +175,9 @@ class SearchRun(RunSession):
                  "val_acc_before": before["acc"], "val_acc_after": after["acc"], "val_loss_before": before["loss"],
                  "val_loss_after": after["loss"], "architecture": space_of(model).architecture_json(model)}  # fmt: skip
         self.writer.write(event)
+        weights = f"{event['params_before']:,} -> {event['params_after']:,} weights"
+        self.say(f"cycle {cycle_index}: grew {mutation.kind} ({where}; {reason}): {weights}, validation "
+                 f"{before['acc']:.2f} -> {after['acc']:.2f}%")  # fmt: skip
         self.progress.growth.append({k: event[k] for k in ("cycle", "step", "kind", "where")})
         self.progress.architecture = event["architecture"]
         fault_point("growth_after")
