@@ -125,24 +125,30 @@ def test_cli_end_to_end(tmp_path, npz_path):
     assert json.loads((workdir / "summary.json").read_text()) == summary
 
 
+def _stopped_after_epoch(monkeypatch, epoch: int, argv: list[str]) -> None:
+    """Runs the training CLI with ``argv`` and stops it (KeyboardInterrupt) right after the checkpoint of the end
+    of ``epoch``, as a kill there would."""
+    save = Checkpoints.save
+
+    def save_then_die(self, step, state, progress):
+        save(self, step, state, progress)
+        if (progress["epoch"], progress["dispatch"]) == (epoch + 1, 0):
+            self.manager.wait_until_finished()
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        cifar10_train.main(argv)
+    monkeypatch.undo()
+
+
 def test_a_resumed_run_trains_its_own_genotype_when_the_file_changed(tmp_path, npz_path, monkeypatch, capsys):
     """A search rewrites its genotype.json every cycle: a training run continued after that trains the genotype it
     started with (its own copy in the run directory), says so, and ends as the uninterrupted run of that one."""
     genotype = tmp_path / "genotype.json"
     genotype.write_text(json.dumps({"space": "chain", "ops": list(GENOTYPE.ops)}))
     assert cifar10_train.main(_args(str(genotype), npz_path, tmp_path / "whole")) == 0
-    save = Checkpoints.save
-
-    def save_then_die(self, step, state, progress):
-        save(self, step, state, progress)
-        if (progress["epoch"], progress["dispatch"]) == (2, 0):  # epoch 1 finished
-            self.manager.wait_until_finished()
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        cifar10_train.main(_args(str(genotype), npz_path, tmp_path / "killed"))
-    monkeypatch.undo()
+    _stopped_after_epoch(monkeypatch, 1, _args(str(genotype), npz_path, tmp_path / "killed"))
     genotype.write_text(json.dumps({"space": "chain", "ops": ["max_pool_3x3", "max_pool_3x3"]}))  # same shapes
     capsys.readouterr()
     assert cifar10_train.main(_args(str(genotype), npz_path, tmp_path / "killed")) == 0
@@ -161,18 +167,7 @@ def test_killed_run_continues_to_the_same_result(tmp_path, npz_path, monkeypatch
         return _args(str(genotype), npz_path, workdir, "--epochs", "3")
 
     assert cifar10_train.main(args(tmp_path / "whole")) == 0
-    save = Checkpoints.save
-
-    def save_then_die(self, step, state, progress):
-        save(self, step, state, progress)
-        if (progress["epoch"], progress["dispatch"]) == (3, 0):  # epoch 2 finished
-            self.manager.wait_until_finished()
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        cifar10_train.main(args(tmp_path / "killed"))
-    monkeypatch.undo()
+    _stopped_after_epoch(monkeypatch, 2, args(tmp_path / "killed"))
     assert not (tmp_path / "killed" / "summary.json").exists()
     assert cifar10_train.main(args(tmp_path / "killed")) == 0
     whole, resumed = ([r for r in read_metrics(tmp_path / name / "metrics.jsonl") if r["event"] == "epoch"]
