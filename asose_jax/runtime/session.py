@@ -137,6 +137,7 @@ class RunSession:
         self.signal: int | None = None
         self.compiled: set[str] = set()  # the programs called so far (for the model in use)
         self.timed: tuple[int, float] | None = None  # (global step, time) after the first compiled calls
+        self.estimated = False  # whether the remaining time was said since the last compilation
 
     def say(self, line: str) -> None:
         say(line)
@@ -253,19 +254,20 @@ class RunSession:
         metrics = jax.block_until_ready(loop.take(i))
         self.compiled.add(loop.program)
         self.say(f"compiled {loop.program} and ran its first call in {time.perf_counter() - start:.1f} s")
-        self.timed = None  # time the run again from here
+        self.timed, self.estimated = None, False  # time the run again from here
         return metrics
 
     def time_run(self, step: int, now: float) -> None:
-        """Prints the whole run's remaining time once, when some 20 s of compiled steps have been timed."""
+        """Prints the whole run's remaining time once per compilation, when some 20 s of compiled steps have been
+        timed."""
         if self.timed is None:
             self.timed = (step, now)
-        elif self.timed[1] >= 0 and now - self.timed[1] > 20 and step > self.timed[0]:
+        elif not self.estimated and now - self.timed[1] > 20 and step > self.timed[0]:
             seconds_per_step = (now - self.timed[1]) / (step - self.timed[0])
             left = (self.settings.total_steps - step) * seconds_per_step
             self.say(f"about {format_duration(left)} left for the remaining {self.settings.total_steps - step:,} "
                      "steps (evaluations not included)")  # fmt: skip
-            self.timed = (step, -1.0)  # said once per session
+            self.estimated = True
 
     def evaluate_sums(self, n: int, batch_size: int, mesh: Mesh, call: Callable[[jax.Array, jax.Array], dict],
                       subset: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
