@@ -120,6 +120,23 @@ def grid_variants(method: str, grid: dict[str, list[str]]) -> list[str]:
     return [method + (joiner + ",".join(point) if point else "") for point in points]
 
 
+def parse_grid(given: list[str] | None, default: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``--grid FLAG=V1,V2 ...`` (flags without their dashes: ``arch-lr=1e-3,3e-3``) as ``{"--flag": [values]}``:
+    ``default`` (the protocol's) when not given, none for ``none``. Every method of the stage runs the same grid
+    (the budget rule)."""
+    if given is None:
+        return default
+    if given == ["none"]:
+        return {}
+    grid = {}
+    for entry in given:
+        flag, _, values = entry.partition("=")
+        if flag.startswith("-") or not flag or not values:
+            raise SystemExit(f"error: --grid entry {entry!r} is not FLAG=V1,V2; e.g. --grid arch-lr=1e-3,3e-3")
+        grid[f"--{flag}"] = values.split(",")
+    return grid
+
+
 def chosen_methods(path: pathlib.Path, preset_name: str) -> list[str]:
     """The settings a select-stage result chose, one per method."""
     selection = json.loads(path.read_text())
@@ -322,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     given.add_argument("--methods", nargs="+", default=["preset", *METHODS], help="name[:--flag=value,...]")
     given.add_argument("--selection", type=pathlib.Path, help="report stage: the select-stage result to report")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: the protocol's seeds of the stage")
+    parser.add_argument("--grid", nargs="+", metavar="FLAG=V1,V2", help="select stage: every method's grid")
     parser.add_argument("--data", help="npz:PATH or tfds")
     parser.add_argument("--table", type=pathlib.Path, default=DEFAULT_TABLE, help="NAS-Bench-201 table (CSV)")
     parser.add_argument("--arch-epochs-scale", type=int, default=1, help="multiply the preset's arch epochs")
@@ -339,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     protocol = load_protocol(args.protocol)
     seeds = stage_seeds(protocol, args.stage, args.seeds)
     methods = chosen_methods(args.selection, args.preset) if args.selection else args.methods
-    grid = protocol["budget"]["grid"] if args.stage == SELECT else {}
+    grid = parse_grid(args.grid, protocol["budget"]["grid"]) if args.stage == SELECT else {}
     variants = {m: grid_variants(m, grid) for m in methods}
     try:
         table = load_nb201_table(args.table)  # a bad table fails here, before any search
@@ -366,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         curves[f"{method_label(method)} seed {seed}"] = epochs
     arch_epochs = preset(args.preset).arch_epochs * args.arch_epochs_scale
     per_method = aggregate(rows)
-    result = {"stage": args.stage, "protocol": protocol, "seeds": seeds, "preset": args.preset,
+    result = {"stage": args.stage, "protocol": protocol, "grid": grid, "seeds": seeds, "preset": args.preset,
               "arch_epochs": arch_epochs, "data": args.data, "table": str(args.table).replace(f"{ROOT}/", ""),
               **provenance, "parallel": args.parallel, "environment": environment(), "methods": per_method,
               "baselines": baselines(protocol["baselines"], rows, table), "runs": rows}  # fmt: skip

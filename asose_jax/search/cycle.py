@@ -56,9 +56,10 @@ def cycle_phases(config: RunConfig, n_weight: int, n_arch: int) -> tuple[Phase, 
     )
 
 
-def total_steps(config: RunConfig, n_weight: int, n_arch: int) -> int:
-    """Global steps of the whole run (all cycles): the length of the LR and temperature schedules."""
-    return config.cycles * sum(p.steps for p in cycle_phases(config, n_weight, n_arch))
+def total_steps(config: RunConfig, n_weight: int, n_arch: int, edges: int = 0) -> int:
+    """Global steps of the whole run (all cycles, then the tuning of perturbation selection over ``edges`` logit
+    rows): the length of the LR and temperature schedules."""
+    return config.cycles * sum(p.steps for p in cycle_phases(config, n_weight, n_arch)) + config.selection_steps(edges)
 
 
 def plateaued(history: Sequence[float], window: int, threshold: float) -> bool:

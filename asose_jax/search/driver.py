@@ -56,6 +56,7 @@ from asose_jax.search.nb201_table import NB201Table, load_nb201_table
 from asose_jax.search.run_config import CPU_PRESETS, PRESETS, RESUMABLE_CHANGES, RunConfig
 from asose_jax.search.sampling import decisiveness, is_single_path
 from asose_jax.search.search_run import SearchRun
+from asose_jax.search.selection import PERTURBATION
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.search.steps import supernet_from_config
 from asose_jax.spaces import get_space, uniform_arch_weights
@@ -98,11 +99,14 @@ def prepare(config: RunConfig, saved: dict | None, exact_train_limit: bool) -> P
         check_train_limit(data, config.train_limit)
     n_arch = len(split_for_architecture(len(data.x_train), config.arch_split, config.search.seed)[1])
     n_weight = len(data.x_train) - n_arch
-    search = dataclasses.replace(
-        config.search, num_classes=data.num_classes, total_steps=cycle.total_steps(config, n_weight, n_arch)
-    )
-    config = dataclasses.replace(config, search=search)
+    if config.selection == PERTURBATION and config.selection_images > n_arch:
+        raise ValueError(f"--selection-images {config.selection_images} is more than the {n_arch:,} held-out "
+                         f"images; use at most {n_arch}")  # fmt: skip
+    search = dataclasses.replace(config.search, num_classes=data.num_classes)
     model = supernet_from_config(dataclasses.replace(search, scan_cells=cell_layout(search, saved)))
+    edges = sum(e for e, _ in model.arch_shapes().values())
+    search = dataclasses.replace(search, total_steps=cycle.total_steps(config, n_weight, n_arch, edges))
+    config = dataclasses.replace(config, search=search)
     image_shape = data.x_train.shape[1:]
     computed = {"total_steps": search.total_steps, "num_classes": search.num_classes, "op_names": list(model.op_names),
                 SCANNED_CELLS: getattr(model, "scan_cells", None)}  # fmt: skip
@@ -167,6 +171,7 @@ def run_search(
             for line in record_changes(workdir, saved, run.config_json, resumable, int(search_run.state["step"])):
                 search_run.say(line)
         search_run.run_cycles(run.phases)
+        search_run.run_selection()
         summary = {**run.summary, **final_summary(search_run), "resumed": resumed}
         search_run.finish(summary, {"genotype.json": summary["genotype"]}, plots.plot_run)
     return summary
@@ -223,5 +228,6 @@ def final_summary(run: SearchRun) -> dict:
         "cycles_completed": len(run.progress.cycle_accuracies),
         "stopped_early": run.progress.stopped_early, "steps": int(run.state["step"]),
         "growth": run.progress.growth, "architecture": run.progress.architecture,
+        "selection": run.config.selection, "selection_decisions": run.progress.selection,
         "params_final": param_counts(run.model, run.image_shape), "wall_time_s": run.wall_time(),
     }  # fmt: skip

@@ -55,12 +55,15 @@ class Iterations(NamedTuple):
     ``alpha-only`` it also advances the global step. ``evaluate(state, images, labels, idx, mask,
     fixed_weights | None)`` returns eval metrics. ``recalibrate(state, images, labels, idx [N, B],
     fixed_weights)`` returns BatchNorm statistics re-estimated for that single path on N batches.
+    ``removal_eval(state, images, labels, idx [N, B], keep)`` returns the held-out loss and accuracy with the ops
+    that ``keep`` zeroes removed (perturbation selection).
     """
 
     weight_step: Callable
     arch_step: Callable
     evaluate: Callable
     recalibrate: Callable
+    removal_eval: Callable
 
 
 def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
@@ -98,15 +101,22 @@ def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
         batch = {"image": normalize(constrain_batch(images[idx], mesh)), "label": labels[idx], "mask": mask}
         return make_search_steps(model, config.search).eval_step(state, batch, fixed_weights)
 
+    def stacked(images, idx):  # [N, B] indices -> [N, B, H, W, 3] normalised images, no augmentation
+        return jax.vmap(lambda i: normalize(constrain_batch(images[i], mesh)))(idx)
+
     def recalibrate(model, state, images, labels, idx, fixed_weights):
-        batches = jax.vmap(lambda i: normalize(constrain_batch(images[i], mesh)))(idx)
-        return make_search_steps(model, config.search).recalibrated_batch_stats(state, batches, fixed_weights)
+        return make_search_steps(model, config.search).recalibrated_batch_stats(state, stacked(images, idx),
+                                                                                fixed_weights)  # fmt: skip
+
+    def removal_eval(model, state, images, labels, idx, keep):
+        return make_search_steps(model, config.search).removal_eval(state, stacked(images, idx), labels[idx], keep)
 
     return Iterations(
         jit_data_parallel(weight_step, mesh, {"idx": 0}, static_model=True),
         jit_data_parallel(arch_step, mesh, {"weight_idx": 0, "arch_idx": 0}, static_model=True),
         jit_data_parallel(evaluate, mesh, {"idx": 0, "mask": 0}, donate_state=False, static_model=True),
         jit_data_parallel(recalibrate, mesh, {"idx": 1}, donate_state=False, static_model=True),
+        jit_data_parallel(removal_eval, mesh, {"idx": 1}, donate_state=False, static_model=True),
     )
 
 

@@ -16,6 +16,7 @@ from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP, check_sou
 from asose_jax.runtime.memory import check_size_limits
 from asose_jax.runtime.rundir import MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP, NAN_POLICIES, NAN_POLICY_HELP
 from asose_jax.search.growth import GROWTH_MODES, STRATEGIES
+from asose_jax.search.selection import ARGMAX, PERTURBATION, SELECTIONS
 from asose_jax.search.step_config import COMPUTED, SearchConfig
 from asose_jax.spaces import SPACES, get_space
 from asose_jax.spaces.base import GROWTH_KINDS
@@ -79,6 +80,12 @@ class RunConfig:
     max_width: float = setting(2.0, "growth cap: any stage's channels over its initial channels")
     max_branches: int = setting(2, "growth cap: branches per block")
     max_params: int = setting(2_000_000, "growth cap: weights of the grown network")
+    selection: str = setting(
+        ARGMAX, "how the cell is chosen after the cycles: argmax of the logits, or perturbation (DARTS-PT: edge by "
+        "edge, the op whose removal costs the supernet most, with tuning in between)", choices=SELECTIONS,
+    )  # fmt: skip
+    selection_images: int = setting(1024, "held-out images that score each op's removal (perturbation)")
+    selection_tune_steps: int = setting(39, "weight steps that tune the supernet after each edge's decision")
     nb201_table: str | None = setting(
         None, "NAS-Bench-201 table (CSV) that scores the derived cell every epoch", metavar="CSV"
     )
@@ -95,6 +102,7 @@ class RunConfig:
             "checkpoint_every",
             "max_branches",
             "max_skipped_steps",
+            "selection_tune_steps",
         )
         for name in positive + optional + non_negative:
             value = getattr(self, name)
@@ -123,6 +131,7 @@ class RunConfig:
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"unknown --nan-policy {self.nan_policy!r}; use one of {', '.join(NAN_POLICIES)}")
         self._check_growth()
+        self._check_selection()
         if self.nb201_table is not None and not get_space(self.search.space).nas_bench_201:
             raise ValueError(
                 f"--nb201-table scores NAS-Bench-201 cells, but this search's space is {self.search.space}; "
@@ -156,6 +165,27 @@ class RunConfig:
                 f"--growth-strategy {self.growth_strategy}: the {self.search.space} space supports "
                 f"{', '.join(supported) or 'no growth'}; use auto"
             )
+
+    def _check_selection(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown --selection {self.selection!r}; use one of {', '.join(SELECTIONS)}")
+        if self.selection == PERTURBATION and not get_space(self.search.space).one_op_per_row:
+            able = ", ".join(s.name for s in SPACES.values() if s.one_op_per_row)
+            raise ValueError(
+                f"--selection perturbation decides one op per edge, which the {self.search.space} space's cells do "
+                f"not keep; use --selection argmax, or a space with one op per edge ({able})"
+            )
+        if isinstance(self.selection_images, bool) or not isinstance(self.selection_images, int) or (
+            self.selection_images < self.batch_size
+        ):  # fmt: skip
+            raise ValueError(
+                f"--selection-images must be an integer >= --batch-size ({self.batch_size}), got "
+                f"{self.selection_images!r}"
+            )
+
+    def selection_steps(self, edges: int) -> int:
+        """Weight steps of the selection's tuning for a supernet of ``edges`` logit rows (0 with argmax)."""
+        return edges * self.selection_tune_steps if self.selection == PERTURBATION else 0
 
     def forced_growth(self) -> dict[int, str]:
         """``grow_at`` as ``{cycle: kind}``; raises ValueError naming a malformed entry."""
@@ -214,6 +244,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
                  "plateau_threshold"),
     "growth": ("growth", "grow_at", "growth_window", "growth_threshold", "growth_strategy", "width_factor",
                "width_noise", "max_depth", "max_width", "max_branches", "max_params"),
+    "selection": ("selection", "selection_images", "selection_tune_steps"),
     "scoring": ("nb201_table",),
     "run directory": ("log_every", "checkpoint_every", "keep_checkpoints", "nan_policy", "max_skipped_steps"),
     "devices": (),

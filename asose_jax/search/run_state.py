@@ -31,7 +31,9 @@ class RunProgress(SessionProgress):
     cycle-final validation accuracies; ``last_val_acc``: the newest epoch's; ``phase_start``: the global step
     at which the current phase began; ``growth``: one ``{cycle, step, kind, where}`` per growth;
     ``architecture``: the grown model's layout (the space's ``architecture_json``), or None for a space without
-    growth. The session's fields (metrics length, wall time, saves, skipped updates) are ``SessionProgress``'s.
+    growth; ``selection``: one record per edge that perturbation selection decided, in its order (the position's
+    cycle is then ``cycles + 1`` and its phase the edge's index). The session's fields (metrics length, wall time,
+    saves, skipped updates) are ``SessionProgress``'s.
     """
 
     architecture: dict | None = None
@@ -42,6 +44,7 @@ class RunProgress(SessionProgress):
     stopped_early: bool = False
     phase_start: int = 0
     growth: list[dict] = dataclasses.field(default_factory=list)
+    selection: list[dict] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         """A deep copy as plain JSON data (a checkpoint serialises it in the background)."""

@@ -24,6 +24,15 @@ from asose_jax.search.nb201_table import NB201Table
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.run_state import Position, RunProgress
 from asose_jax.search.sampling import decisiveness, edge_entropy
+from asose_jax.search.selection import (
+    PERTURBATION,
+    SELECT,
+    chosen_op,
+    decided_logits,
+    edge_order,
+    removal_costs,
+    removal_masks,
+)
 from asose_jax.search.steps import State, init_search_state
 from asose_jax.spaces import count_params, space_of
 from asose_jax.spaces.base import GrowthCaps, Mutation
@@ -326,6 +335,85 @@ class SearchRun(RunSession):
             fault_point("early_stop")
             self.say(f"stopping early after cycle {cycle_index}: validation accuracy plateaued")
         self.save(Position(cycle_index + 1))
+
+    def run_selection(self) -> None:
+        """Perturbation selection after the cycles (``asose_jax.search.selection``; nothing to do with ``argmax``).
+        Per edge in a seeded order: the decision (a ``selection`` record, the edge's logits fixed, a checkpoint),
+        ``selection_tune_steps`` weight steps, an epoch record of phase ``select`` and a checkpoint. Position
+        ``(cycles + 1, edge index, 1, batch)``; the edge is decided once ``progress.selection`` holds it."""
+        config, progress = self.config, self.progress
+        if config.selection != PERTURBATION:
+            return
+        final, begin = config.cycles + 1, progress.position
+        shapes = {name: tuple(a.shape) for name, a in self.state["arch"].items()}
+        order = edge_order(shapes, config.search.seed)
+        for index in range(begin.phase if begin.cycle == final else 0, len(order)):
+            start = begin.batch if (begin.cycle, begin.phase) == (final, index) else 0
+            if len(progress.selection) == index:
+                self.decide_edge(final, index, order[index], shapes)
+                self.save(Position(final, index))
+                start = 0
+            progress.phase_start = int(self.state["step"]) - start
+            train = self.tune(final, index, start)
+            record = self.epoch_record(final, SELECT, index + 1, train)
+            self.writer.write(record)
+            fault_point("epoch_end")
+            progress.last_val_acc = record["val_acc"]
+            self.say(epoch_line(record, validation_measure(config.search.sampler), self.genotype()))
+            self.save(Position(final, index + 1))
+
+    def decide_edge(self, final: int, index: int, edge: tuple[str, int], shapes: dict) -> None:
+        """Scores every op of ``edge`` by the held-out loss without it, keeps the costliest to remove, fixes the
+        edge's logits on it and records the decision."""
+        n = self.config.selection_images // self.config.batch_size
+        idx = shard_batch(self.arch_idx[: n * self.config.batch_size].reshape(n, -1), self.mesh, 1)
+        program = "the removal evaluation"
+        if program not in self.compiled:
+            self.say(f"compiling {program} (XLA; cached for later runs)...")
+            self.compiled.add(program)
+        everything = {name: np.ones(shape, np.float32) for name, shape in shapes.items()}
+        base, *removed = [jax.device_get(self.iterations.removal_eval(self.state, self.images, self.labels, idx, keep))
+                          for keep in (everything, *removal_masks(shapes, edge))]  # fmt: skip
+        costs = removal_costs(float(base["loss"]), [float(m["loss"]) for m in removed])
+        op = chosen_op(costs)
+        arch = decided_logits(jax.device_get(self.state["arch"]), edge, op)
+        self.state = {**self.state, "arch": replicate(arch, self.mesh)}
+        label = space_of(self.model).edge_label(self.model, *edge)
+        decision = {"edge": label, "array": edge[0], "row": edge[1], "op": self.op_names[op],
+                    "step": int(self.state["step"]), "base_loss": float(base["loss"]),
+                    "base_acc": 100.0 * float(base["accuracy"]),
+                    "removal_cost": dict(zip(self.op_names, costs.round(6).tolist(), strict=True)),
+                    "acc_without": dict(zip(self.op_names, [round(100.0 * float(m["accuracy"]), 4) for m in removed],
+                                            strict=True))}  # fmt: skip
+        self.progress.selection.append(decision)
+        self.writer.write({"event": "selection", "cycle": final, "index": index + 1, **decision})
+        others = ", ".join(f"{o} {c:+.3f}" for o, c in decision["removal_cost"].items() if o != decision["op"])
+        self.say(f"selection {index + 1}/{sum(e for e, _ in shapes.values())}: edge {label} keeps {decision['op']} "
+                 f"(held-out loss {decision['removal_cost'][decision['op']]:+.3f} without it; {others})")  # fmt: skip
+
+    def tune(self, final: int, index: int, start: int) -> dict:
+        """The weight steps after decision ``index`` from call ``start`` on; returns their means."""
+        config = self.config
+        if not config.selection_tune_steps:
+            return {}
+        batches = epoch_batches((config.search.seed, final, index, 1), self.weight_idx, config.batch_size,
+                                config.selection_tune_steps)  # fmt: skip
+        fetched = list(self.progress.epoch_history) if start else []
+
+        def take(i: int) -> dict:
+            self.state, metrics = self.iterations.weight_step(
+                self.state, self.images, self.labels, shard_batch(batches[i], self.mesh), np.bool_(False)
+            )
+            return metrics
+
+        fetched = self.run_steps(StepLoop(
+            take=take, calls=len(batches), start=start, fetched=fetched,
+            first_step=int(self.state["step"]) - len(fetched), steps_per_call=1, images_per_call=config.batch_size,
+            program="the weight step", label=f"select {index + 1}", where=f" (tuning after decision {index + 1})",
+            record={"cycle": final, "phase": SELECT, "epoch": index + 1}, shown=_SHOWN,
+            save=lambda i, done: self.save(Position(final, index, 1, i), done),
+        ))  # fmt: skip
+        return epoch_means(fetched, _SCHEDULED)
 
 
 def epoch_line(record: dict, measure: str, genotype) -> str:

@@ -83,7 +83,9 @@ class SearchSpace:
     its networks (``"supernet"``, ``"network"``) have a ``scan_cells`` attribute (repeated cells, or in the DARTS
     supernet a cell's edges, through one compiled body; see ``nb201`` and ``darts``); ``scanned_unrecorded``:
     whether its supernet was scanned in runs saved before checkpoints recorded their layout; ``nas_bench_201``:
-    whether a NAS-Bench-201 table scores its cells.
+    whether a NAS-Bench-201 table scores its cells; ``one_op_per_row``: whether its genotype keeps every logit row's
+    strongest op, ``none`` included (each row one edge), which perturbation selection needs
+    (``asose_jax.search.selection``).
     """
 
     name: str
@@ -97,6 +99,7 @@ class SearchSpace:
     growth_kinds: tuple[str, ...] = ()
     scanned_unrecorded: bool = False
     nas_bench_201: bool = False
+    one_op_per_row: bool = False
 
     # --- supernet and genotypes -------------------------------------------------------------------
     def supernet(self, channels: int, depth: int, num_classes: int, op_names: tuple[str, ...]) -> nn.Module:
@@ -127,6 +130,11 @@ class SearchSpace:
     def edge_names(self, model: nn.Module) -> dict[str, list[str]] | None:
         """Labels of the logit rows, where rows are not simply numbered (None)."""
         return None
+
+    def edge_label(self, model: nn.Module, name: str, row: int) -> str:
+        """How a console line names logit row ``row`` of array ``name``: its ``edge_names`` label or ``name[row]``."""
+        names = self.edge_names(model)
+        return names[name][row] if names else f"{name}[{row}]"
 
     # --- growth (spaces with growth_kinds) --------------------------------------------------------
     def architecture_json(self, model: nn.Module) -> dict | None:

@@ -22,10 +22,15 @@ if TYPE_CHECKING:  # it imports every space
 
 class NB201Space(SearchSpace):
     name, op_set, depth_field = "nb201", "nb201", "cells_per_stage"
-    nas_bench_201 = True
+    nas_bench_201 = one_op_per_row = True
     search_defaults, eval_defaults = (16, 5), (16, 5)
     growth_kinds = ("depth",)
     scans_cells = ("supernet", "network")
+
+    def edge_label(self, model, name, row) -> str:
+        """``"3<-0"``: the edge from node 0 into node 3 (as NAS-Bench-201 strings order them)."""
+        node, source = edge_inputs()[row]
+        return f"{node}<-{source}"
 
     def supernet(self, channels, depth, num_classes, op_names) -> nn.Module:
         return NB201Network(init_channels=channels, cells_per_stage=depth, num_classes=num_classes, op_names=op_names)
