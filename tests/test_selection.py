@@ -1,0 +1,142 @@
+"""Perturbation-based selection: the pure pieces against hand computations, the removal evaluation against the
+supernet, and a tiny NAS-Bench-201 search end to end (each edge keeps the op whose removal costs most, every
+epoch record's cell is the one its own weights derive, the final weights are one-hot)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_batch, search_setup
+
+from asose_jax.nn.losses import accuracy, cross_entropy
+from asose_jax.runtime.metrics_log import read_metrics
+from asose_jax.search.driver import train_and_evaluate
+from asose_jax.search.run_config import RunConfig
+from asose_jax.search.sampling import decisiveness
+from asose_jax.search.selection import (
+    DECIDED_LOGIT,
+    chosen_op,
+    decided_logits,
+    edge_order,
+    removal_costs,
+    removal_masks,
+)
+from asose_jax.search.step_config import SearchConfig
+from asose_jax.spaces.genotypes import NB201Genotype, derive_genotype
+
+TABLE = pathlib.Path(__file__).resolve().parent.parent / "benchmarks/tables/nb201_cifar10.csv.gz"
+SHAPES = {"cell": (6, 5), "other": (2, 5)}
+
+
+def test_edge_order_is_every_edge_once_in_a_seeded_order():
+    order = edge_order(SHAPES, 0)
+    assert sorted(order) == [("cell", r) for r in range(6)] + [("other", r) for r in range(2)]
+    assert edge_order(SHAPES, 0) == order
+    assert any(edge_order(SHAPES, seed) != order for seed in range(1, 4))
+
+
+def test_each_removal_mask_zeroes_one_op_of_the_edge():
+    masks = removal_masks(SHAPES, ("cell", 3))
+    assert len(masks) == 5
+    for k, keep in enumerate(masks):
+        assert keep["other"].all() and keep["cell"].sum() == 6 * 5 - 1 and keep["cell"][3, k] == 0
+
+
+def test_the_costliest_removal_is_kept():
+    costs = removal_costs(1.0, [1.0, 1.5, 0.9, 1.5, 1.2])
+    np.testing.assert_allclose(costs, [0.0, 0.5, -0.1, 0.5, 0.2])
+    assert chosen_op(costs) == 1  # the first of equals
+
+
+def test_a_decision_makes_the_edge_one_hot_and_leaves_the_rest():
+    logits = {"cell": np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)}
+    decided = decided_logits(logits, ("cell", 2), 4)
+    weights = np.asarray(jax.nn.softmax(jnp.asarray(decided["cell"]), -1))
+    assert weights[2].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0]  # exact in float32
+    np.testing.assert_array_equal(np.delete(decided["cell"], 2, 0), np.delete(logits["cell"], 2, 0))
+    assert decided["cell"][2, 0] == DECIDED_LOGIT and logits["cell"][2, 0] != DECIDED_LOGIT  # a copy
+    assert decisiveness({"cell": weights})["margins"]["cell"][2] == 1.0
+    ops = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+    assert derive_genotype("nb201", decided, ops).nodes[1][1][0] == "avg_pool_3x3"  # row 2: edge 2<-1
+
+
+def test_the_removal_evaluation_is_the_training_mode_loss_without_the_op():
+    config, model, state, steps = search_setup("nb201")
+    state = {**state, "arch": {"cell": jax.random.normal(jax.random.key(1), (6, 5))}}
+    batches = [make_batch(seed, size=4) for seed in (1, 2)]
+    images = jnp.stack([b["image"] for b in batches])
+    labels = jnp.stack([b["label"] for b in batches])
+    keep = removal_masks({"cell": (6, 5)}, ("cell", 3))[1]
+    result = steps.removal_eval(state, images, labels, keep)
+    weights = {"cell": jax.nn.softmax(state["arch"]["cell"], -1).at[3, 1].set(0.0)}
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    losses, accs = [], []
+    for b in batches:
+        logits, _ = model.apply(variables, b["image"], weights, train=True, mutable=["batch_stats"])
+        losses.append(cross_entropy(logits, b["label"]))
+        accs.append(accuracy(logits, b["label"]))
+    np.testing.assert_allclose(result["loss"], np.mean(losses), rtol=1e-5)
+    np.testing.assert_allclose(result["accuracy"], np.mean(accs), rtol=1e-6)
+    everything = steps.removal_eval(state, images, labels, jax.tree.map(jnp.ones_like, keep))
+    assert abs(float(everything["loss"]) - float(result["loss"])) > 1e-6  # removing the op changed the function
+
+
+def _search(npz_path, workdir, **overrides) -> RunConfig:
+    ops = ("none", "skip_connect", "nor_conv_3x3")
+    search = SearchConfig(space="nb201", init_channels=2, depth=1, op_names=ops, sampler="softmax", arch_lr=0.05)
+    settings = {"data": f"npz:{npz_path}", "batch_size": 8, "cycles": 1, "warmup_epochs": 1, "arch_epochs": 1,
+                "retrain_epochs": 0, "plateau_window": 0, "growth": "off", "log_every": 1, "nb201_table": str(TABLE),
+                "selection": "perturbation", "selection_images": 16, "selection_tune_steps": 2,
+                **overrides}  # fmt: skip
+    return RunConfig(search=search, **settings)
+
+
+def test_a_perturbation_search_keeps_the_costliest_op_on_every_edge(npz_path, tmp_path):
+    summary = train_and_evaluate(_search(npz_path, tmp_path / "run"), tmp_path / "run")
+    records = list(read_metrics(tmp_path / "run" / "metrics.jsonl"))
+    decisions = [r for r in records if r["event"] == "selection"]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert [r["phase"] for r in epochs] == ["warmup", "arch"] + ["select"] * 6
+    assert sorted(d["row"] for d in decisions) == list(range(6)) and summary["selection_decisions"] == [
+        {k: v for k, v in d.items() if k not in ("event", "cycle", "index")} for d in decisions
+    ]
+    for d in decisions:  # the op whose removal raised the held-out loss most
+        assert d["op"] == max(d["removal_cost"], key=d["removal_cost"].get)
+    ops = ("none", "skip_connect", "nor_conv_3x3")
+    for r in epochs:  # every record's cell is the argmax of its own weights (log of softmax = logits + const)
+        logits = {name: np.log(np.maximum(np.asarray(w), 1e-30)) for name, w in r["arch_weights"].items()}
+        assert r["arch_str"] == derive_genotype("nb201", logits, ops).to_string()
+    final = [op for node in NB201Genotype.from_string(summary["arch_str"]).nodes for op, _ in node]  # by row
+    assert [final[d["row"]] for d in decisions] == [d["op"] for d in decisions]
+    assert {d["edge"] for d in decisions} == {"1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"}
+    assert summary["decisiveness"]["min_margin"] == 1.0 == epochs[-1]["decisiveness"]["min_margin"]
+    assert epochs[-2]["decisiveness"]["min_margin"] < 1.0  # one edge still undecided
+    assert summary["steps"] == 3 + 3 + 6 * 2  # warm-up, arch (weight halves), tuning
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"selection": "best"}, "unknown --selection 'best'"),
+        ({"selection_images": 4}, "--selection-images must be an integer >= --batch-size (8)"),
+        ({"selection_tune_steps": -1}, "--selection-tune-steps must be a non-negative integer"),
+    ],
+)
+def test_bad_selection_settings_are_refused(npz_path, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _search(npz_path, tmp_path, **overrides)
+
+
+def test_perturbation_selection_is_refused_where_cells_do_not_keep_one_op_per_edge():
+    with pytest.raises(ValueError, match="the chain space's cells do not keep; use --selection argmax, or .*nb201"):
+        RunConfig(search=SearchConfig(space="chain"), selection="perturbation")
+
+
+def test_more_selection_images_than_held_out_images_are_refused_before_the_run(npz_path, tmp_path):
+    with pytest.raises(ValueError, match="--selection-images 32 is more than the 24 held-out images; use at most 24"):
+        train_and_evaluate(_search(npz_path, tmp_path / "run", selection_images=32), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
