@@ -18,12 +18,14 @@ from asose_jax.search.driver import train_and_evaluate
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.sampling import decisiveness
 from asose_jax.search.selection import (
+    ALONE,
     DECIDED_LOGIT,
+    REMOVAL,
     chosen_op,
     decided_logits,
     edge_order,
-    removal_costs,
-    removal_masks,
+    merits,
+    perturbed_weights,
 )
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.spaces.genotypes import NB201Genotype, derive_genotype
@@ -39,17 +41,26 @@ def test_edge_order_is_every_edge_once_in_a_seeded_order():
     assert any(edge_order(SHAPES, seed) != order for seed in range(1, 4))
 
 
-def test_each_removal_mask_zeroes_one_op_of_the_edge():
-    masks = removal_masks(SHAPES, ("cell", 3))
-    assert len(masks) == 5
-    for k, keep in enumerate(masks):
-        assert keep["other"].all() and keep["cell"].sum() == 6 * 5 - 1 and keep["cell"][3, k] == 0
+def test_each_perturbation_changes_one_edge_of_the_mixture():
+    weights = {"cell": np.full((6, 5), 0.2, np.float32), "other": np.full((2, 5), 0.2, np.float32)}
+    removed, alone = perturbed_weights(weights, ("cell", 3), REMOVAL), perturbed_weights(weights, ("cell", 3), ALONE)
+    assert len(removed) == len(alone) == 5
+    for k in range(5):
+        for perturbed in (removed[k], alone[k]):
+            np.testing.assert_array_equal(perturbed["other"], weights["other"])
+            np.testing.assert_array_equal(np.delete(perturbed["cell"], 3, 0), np.delete(weights["cell"], 3, 0))
+        expected = np.float32([0.0 if j == k else 0.2 for j in range(5)])
+        np.testing.assert_array_equal(removed[k]["cell"][3], expected)
+        assert alone[k]["cell"][3].tolist() == [1.0 if j == k else 0.0 for j in range(5)]
+    assert weights["cell"][3, 0] == np.float32(0.2)  # copies
 
 
-def test_the_costliest_removal_is_kept():
-    costs = removal_costs(1.0, [1.0, 1.5, 0.9, 1.5, 1.2])
-    np.testing.assert_allclose(costs, [0.0, 0.5, -0.1, 0.5, 0.2])
-    assert chosen_op(costs) == 1  # the first of equals
+def test_merits_by_hand_and_the_op_of_highest_merit_is_kept():
+    losses = [1.0, 1.5, 0.9, 1.5, 1.2]
+    np.testing.assert_allclose(merits(1.0, losses, REMOVAL), [0.0, 0.5, -0.1, 0.5, 0.2])
+    np.testing.assert_allclose(merits(1.0, losses, ALONE), [0.0, -0.5, 0.1, -0.5, -0.2])
+    assert chosen_op(merits(1.0, losses, REMOVAL)) == 1  # the first of equals
+    assert chosen_op(merits(1.0, losses, ALONE)) == 2
 
 
 def test_a_decision_makes_the_edge_one_hot_and_leaves_the_rest():
@@ -64,15 +75,14 @@ def test_a_decision_makes_the_edge_one_hot_and_leaves_the_rest():
     assert derive_genotype("nb201", decided, ops).nodes[1][1][0] == "avg_pool_3x3"  # row 2: edge 2<-1
 
 
-def test_the_removal_evaluation_is_the_training_mode_loss_without_the_op():
+def test_the_mixture_evaluation_is_the_training_mode_loss_with_those_weights():
     config, model, state, steps = search_setup("nb201")
-    state = {**state, "arch": {"cell": jax.random.normal(jax.random.key(1), (6, 5))}}
     batches = [make_batch(seed, size=4) for seed in (1, 2)]
     images = jnp.stack([b["image"] for b in batches])
     labels = jnp.stack([b["label"] for b in batches])
-    keep = removal_masks({"cell": (6, 5)}, ("cell", 3))[1]
-    result = steps.removal_eval(state, images, labels, keep)
-    weights = {"cell": jax.nn.softmax(state["arch"]["cell"], -1).at[3, 1].set(0.0)}
+    mixture = {"cell": jax.nn.softmax(jax.random.normal(jax.random.key(1), (6, 5)), -1)}
+    weights = perturbed_weights(jax.device_get(mixture), ("cell", 3), REMOVAL)[1]
+    result = steps.mixture_eval(state, images, labels, weights)
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     losses, accs = [], []
     for b in batches:
@@ -81,8 +91,8 @@ def test_the_removal_evaluation_is_the_training_mode_loss_without_the_op():
         accs.append(accuracy(logits, b["label"]))
     np.testing.assert_allclose(result["loss"], np.mean(losses), rtol=1e-5)
     np.testing.assert_allclose(result["accuracy"], np.mean(accs), rtol=1e-6)
-    everything = steps.removal_eval(state, images, labels, jax.tree.map(jnp.ones_like, keep))
-    assert abs(float(everything["loss"]) - float(result["loss"])) > 1e-6  # removing the op changed the function
+    unperturbed = steps.mixture_eval(state, images, labels, mixture)
+    assert abs(float(unperturbed["loss"]) - float(result["loss"])) > 1e-6  # removing the op changed the function
 
 
 def _search(npz_path, workdir, **overrides) -> RunConfig:
@@ -95,8 +105,9 @@ def _search(npz_path, workdir, **overrides) -> RunConfig:
     return RunConfig(search=search, **settings)
 
 
-def test_a_perturbation_search_keeps_the_costliest_op_on_every_edge(npz_path, tmp_path):
-    summary = train_and_evaluate(_search(npz_path, tmp_path / "run"), tmp_path / "run")
+@pytest.mark.parametrize("measure", [REMOVAL, ALONE])
+def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(npz_path, tmp_path, measure):
+    summary = train_and_evaluate(_search(npz_path, tmp_path / "run", selection_measure=measure), tmp_path / "run")
     records = list(read_metrics(tmp_path / "run" / "metrics.jsonl"))
     decisions = [r for r in records if r["event"] == "selection"]
     epochs = [r for r in records if r["event"] == "epoch"]
@@ -104,8 +115,8 @@ def test_a_perturbation_search_keeps_the_costliest_op_on_every_edge(npz_path, tm
     assert sorted(d["row"] for d in decisions) == list(range(6)) and summary["selection_decisions"] == [
         {k: v for k, v in d.items() if k not in ("event", "cycle", "index")} for d in decisions
     ]
-    for d in decisions:  # the op whose removal raised the held-out loss most
-        assert d["op"] == max(d["removal_cost"], key=d["removal_cost"].get)
+    for d in decisions:  # merit from the held-out losses: as the base loss and the perturbed accuracies say
+        assert d["op"] == max(d["merit"], key=d["merit"].get) and d["measure"] == measure
     ops = ("none", "skip_connect", "nor_conv_3x3")
     for r in epochs:  # every record's cell is the argmax of its own weights (log of softmax = logits + const)
         logits = {name: np.log(np.maximum(np.asarray(w), 1e-30)) for name, w in r["arch_weights"].items()}
@@ -122,6 +133,7 @@ def test_a_perturbation_search_keeps_the_costliest_op_on_every_edge(npz_path, tm
     ("overrides", "message"),
     [
         ({"selection": "best"}, "unknown --selection 'best'"),
+        ({"selection_measure": "gain"}, "unknown --selection-measure 'gain'"),
         ({"selection_images": 4}, "--selection-images must be an integer >= --batch-size (8)"),
         ({"selection_tune_steps": -1}, "--selection-tune-steps must be a non-negative integer"),
     ],

@@ -55,15 +55,15 @@ class Iterations(NamedTuple):
     ``alpha-only`` it also advances the global step. ``evaluate(state, images, labels, idx, mask,
     fixed_weights | None)`` returns eval metrics. ``recalibrate(state, images, labels, idx [N, B],
     fixed_weights)`` returns BatchNorm statistics re-estimated for that single path on N batches.
-    ``removal_eval(state, images, labels, idx [N, B], keep)`` returns the held-out loss and accuracy with the ops
-    that ``keep`` zeroes removed (perturbation selection).
+    ``mixture_eval(state, images, labels, idx [N, B], arch_weights)`` returns the held-out loss and accuracy of
+    the supernet with those edge weights (perturbation selection).
     """
 
     weight_step: Callable
     arch_step: Callable
     evaluate: Callable
     recalibrate: Callable
-    removal_eval: Callable
+    mixture_eval: Callable
 
 
 def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
@@ -108,15 +108,16 @@ def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
         return make_search_steps(model, config.search).recalibrated_batch_stats(state, stacked(images, idx),
                                                                                 fixed_weights)  # fmt: skip
 
-    def removal_eval(model, state, images, labels, idx, keep):
-        return make_search_steps(model, config.search).removal_eval(state, stacked(images, idx), labels[idx], keep)
+    def mixture_eval(model, state, images, labels, idx, arch_weights):
+        steps = make_search_steps(model, config.search)
+        return steps.mixture_eval(state, stacked(images, idx), labels[idx], arch_weights)
 
     return Iterations(
         jit_data_parallel(weight_step, mesh, {"idx": 0}, static_model=True),
         jit_data_parallel(arch_step, mesh, {"weight_idx": 0, "arch_idx": 0}, static_model=True),
         jit_data_parallel(evaluate, mesh, {"idx": 0, "mask": 0}, donate_state=False, static_model=True),
         jit_data_parallel(recalibrate, mesh, {"idx": 1}, donate_state=False, static_model=True),
-        jit_data_parallel(removal_eval, mesh, {"idx": 1}, donate_state=False, static_model=True),
+        jit_data_parallel(mixture_eval, mesh, {"idx": 1}, donate_state=False, static_model=True),
     )
 
 

@@ -16,7 +16,7 @@ from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP, check_sou
 from asose_jax.runtime.memory import check_size_limits
 from asose_jax.runtime.rundir import MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP, NAN_POLICIES, NAN_POLICY_HELP
 from asose_jax.search.growth import GROWTH_MODES, STRATEGIES
-from asose_jax.search.selection import ARGMAX, PERTURBATION, SELECTIONS
+from asose_jax.search.selection import ARGMAX, MEASURES, PERTURBATION, REMOVAL, SELECTIONS
 from asose_jax.search.step_config import COMPUTED, SearchConfig
 from asose_jax.spaces import SPACES, get_space
 from asose_jax.spaces.base import GROWTH_KINDS
@@ -84,7 +84,11 @@ class RunConfig:
         ARGMAX, "how the cell is chosen after the cycles: argmax of the logits, or perturbation (DARTS-PT: edge by "
         "edge, the op whose removal costs the supernet most, with tuning in between)", choices=SELECTIONS,
     )  # fmt: skip
-    selection_images: int = setting(1024, "held-out images that score each op's removal (perturbation)")
+    selection_measure: str = setting(
+        REMOVAL, "perturbation: keep the op whose removal raises the held-out loss most (removal, DARTS-PT) or that "
+        "alone on the edge gives the lowest (alone)", choices=MEASURES,
+    )  # fmt: skip
+    selection_images: int = setting(1024, "held-out images that score each op (perturbation)")
     selection_tune_steps: int = setting(39, "weight steps that tune the supernet after each edge's decision")
     nb201_table: str | None = setting(
         None, "NAS-Bench-201 table (CSV) that scores the derived cell every epoch", metavar="CSV"
@@ -169,6 +173,10 @@ class RunConfig:
     def _check_selection(self) -> None:
         if self.selection not in SELECTIONS:
             raise ValueError(f"unknown --selection {self.selection!r}; use one of {', '.join(SELECTIONS)}")
+        if self.selection_measure not in MEASURES:
+            raise ValueError(
+                f"unknown --selection-measure {self.selection_measure!r}; use one of {', '.join(MEASURES)}"
+            )
         if self.selection == PERTURBATION and not get_space(self.search.space).one_op_per_row:
             able = ", ".join(s.name for s in SPACES.values() if s.one_op_per_row)
             raise ValueError(
@@ -244,7 +252,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
                  "plateau_threshold"),
     "growth": ("growth", "grow_at", "growth_window", "growth_threshold", "growth_strategy", "width_factor",
                "width_noise", "max_depth", "max_width", "max_branches", "max_params"),
-    "selection": ("selection", "selection_images", "selection_tune_steps"),
+    "selection": ("selection", "selection_measure", "selection_images", "selection_tune_steps"),
     "scoring": ("nb201_table",),
     "run directory": ("log_every", "checkpoint_every", "keep_checkpoints", "nan_policy", "max_skipped_steps"),
     "devices": (),

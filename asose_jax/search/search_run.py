@@ -23,15 +23,15 @@ from asose_jax.search.iterations import DERIVED, jit_iterations, make_iterations
 from asose_jax.search.nb201_table import NB201Table
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.run_state import Position, RunProgress
-from asose_jax.search.sampling import decisiveness, edge_entropy
+from asose_jax.search.sampling import decisiveness, edge_entropy, expected_edge_weights
 from asose_jax.search.selection import (
     PERTURBATION,
     SELECT,
     chosen_op,
     decided_logits,
     edge_order,
-    removal_costs,
-    removal_masks,
+    merits,
+    perturbed_weights,
 )
 from asose_jax.search.steps import State, init_search_state
 from asose_jax.spaces import count_params, space_of
@@ -363,33 +363,35 @@ class SearchRun(RunSession):
             self.save(Position(final, index + 1))
 
     def decide_edge(self, final: int, index: int, edge: tuple[str, int], shapes: dict) -> None:
-        """Scores every op of ``edge`` by the held-out loss without it, keeps the costliest to remove, fixes the
-        edge's logits on it and records the decision."""
-        n = self.config.selection_images // self.config.batch_size
-        idx = shard_batch(self.arch_idx[: n * self.config.batch_size].reshape(n, -1), self.mesh, 1)
-        program = "the removal evaluation"
+        """Gives every op of ``edge`` its merit (``selection_measure``) from the held-out loss of the perturbed
+        supernet, keeps the op of highest merit, fixes the edge's logits on it and records the decision."""
+        config = self.config
+        n = config.selection_images // config.batch_size
+        idx = shard_batch(self.arch_idx[: n * config.batch_size].reshape(n, -1), self.mesh, 1)
+        program = "the perturbed-supernet evaluation"
         if program not in self.compiled:
             self.say(f"compiling {program} (XLA; cached for later runs)...")
             self.compiled.add(program)
-        everything = {name: np.ones(shape, np.float32) for name, shape in shapes.items()}
-        base, *removed = [jax.device_get(self.iterations.removal_eval(self.state, self.images, self.labels, idx, keep))
-                          for keep in (everything, *removal_masks(shapes, edge))]  # fmt: skip
-        costs = removal_costs(float(base["loss"]), [float(m["loss"]) for m in removed])
-        op = chosen_op(costs)
+        weights = jax.device_get(expected_edge_weights(self.state["arch"], config.search.sampler))
+        perturbed = perturbed_weights(weights, edge, config.selection_measure)
+        base, *scored = [jax.device_get(self.iterations.mixture_eval(self.state, self.images, self.labels, idx, w))
+                         for w in (weights, *perturbed)]  # fmt: skip
+        merit = merits(float(base["loss"]), [float(m["loss"]) for m in scored], config.selection_measure)
+        op = chosen_op(merit)
         arch = decided_logits(jax.device_get(self.state["arch"]), edge, op)
         self.state = {**self.state, "arch": replicate(arch, self.mesh)}
         label = space_of(self.model).edge_label(self.model, *edge)
         decision = {"edge": label, "array": edge[0], "row": edge[1], "op": self.op_names[op],
-                    "step": int(self.state["step"]), "base_loss": float(base["loss"]),
-                    "base_acc": 100.0 * float(base["accuracy"]),
-                    "removal_cost": dict(zip(self.op_names, costs.round(6).tolist(), strict=True)),
-                    "acc_without": dict(zip(self.op_names, [round(100.0 * float(m["accuracy"]), 4) for m in removed],
-                                            strict=True))}  # fmt: skip
+                    "step": int(self.state["step"]), "measure": config.selection_measure,
+                    "base_loss": float(base["loss"]), "base_acc": 100.0 * float(base["accuracy"]),
+                    "merit": dict(zip(self.op_names, merit.round(6).tolist(), strict=True)),
+                    "perturbed_acc": dict(zip(self.op_names, [round(100.0 * float(m["accuracy"]), 4) for m in scored],
+                                              strict=True))}  # fmt: skip
         self.progress.selection.append(decision)
         self.writer.write({"event": "selection", "cycle": final, "index": index + 1, **decision})
-        others = ", ".join(f"{o} {c:+.3f}" for o, c in decision["removal_cost"].items() if o != decision["op"])
+        others = ", ".join(f"{o} {m:+.3f}" for o, m in decision["merit"].items() if o != decision["op"])
         self.say(f"selection {index + 1}/{sum(e for e, _ in shapes.values())}: edge {label} keeps {decision['op']} "
-                 f"(held-out loss {decision['removal_cost'][decision['op']]:+.3f} without it; {others})")  # fmt: skip
+                 f"({config.selection_measure} merit {decision['merit'][decision['op']]:+.3f}; {others})")  # fmt: skip
 
     def tune(self, final: int, index: int, start: int) -> dict:
         """The weight steps after decision ``index`` from call ``start`` on; returns their means."""

@@ -1,17 +1,19 @@
-"""Perturbation-based selection (DARTS-PT, Wang et al. 2021): the cell is chosen by what removing an op costs the
-supernet, not by the size of its logit.
+"""Perturbation-based selection: the cell is chosen by what the supernet does with an edge's ops perturbed, not by
+the size of their logits.
 
-After the cycles, the edges are decided one at a time in a seeded order. For edge ``e`` with mixture weights
-``w_e = expected(a_e)`` (``softmax(a_e)``, or the Dirichlet mean) and each op ``k``, the supernet is evaluated on
-held-out images with ``w_ek`` set to 0 (the op removed, the others unchanged)::
+After the cycles, the edges are decided one at a time in a seeded order. With the mixture weights
+``w = expected(a)`` (``softmax(a)``, or the Dirichlet mean), each op ``k`` of edge ``e`` gets a *merit* from the
+held-out loss ``L`` of the supernet under two perturbations (``MEASURES``):
 
-    cost_k = L_val(w with w_ek = 0) - L_val(w)
+* ``removal`` (DARTS-PT, Wang et al. 2021): ``w_ek`` set to 0, the other weights unchanged;
+  ``merit_k = L(without k) - L(w)``, how much the supernet needs the op;
+* ``alone``: edge ``e`` one-hot on ``k`` (the edge discretised to it); ``merit_k = L(w) - L(only k)``, how well
+  the supernet does with that choice.
 
-and the op with the largest cost is kept: ``a_e`` becomes one-hot on it (``DECIDED_LOGIT`` elsewhere, so
-``softmax(a_e)`` is exactly one-hot in float32 and the argmax genotype is the decision). The supernet is then
-tuned for a few weight steps with the decided edges fixed, and the next edge is decided. BatchNorm runs in
-training mode during the evaluation (each batch's own statistics): the running statistics describe the full
-mixture, not the network without the op.
+The op of highest merit is kept: ``a_e`` becomes one-hot on it (``DECIDED_LOGIT`` elsewhere, so ``softmax(a_e)`` is
+exactly one-hot in float32 and the argmax genotype is the decision). The supernet is then tuned for a few weight
+steps with the decided edges fixed, and the next edge is decided. BatchNorm runs in training mode during the
+evaluation (each batch's own statistics): the running statistics describe the unperturbed mixture.
 
 The functions here are pure and act on host arrays; ``SearchRun.run_selection`` runs the loop.
 """
@@ -24,6 +26,8 @@ import numpy as np
 
 ARGMAX, PERTURBATION = "argmax", "perturbation"
 SELECTIONS = (ARGMAX, PERTURBATION)
+REMOVAL, ALONE = "removal", "alone"
+MEASURES = (REMOVAL, ALONE)
 SELECT = "select"  # the phase name of the selection's epoch records
 DECIDED_LOGIT = -1e4  # logit of the ops a decision removes: exp(-1e4) is 0 in float32
 
@@ -35,25 +39,31 @@ def edge_order(arch_shapes: Mapping[str, tuple[int, int]], seed: int) -> list[tu
     return [edges[i] for i in order]
 
 
-def removal_masks(arch_shapes: Mapping[str, tuple[int, int]], edge: tuple[str, int]) -> list[dict[str, np.ndarray]]:
-    """Per op ``k`` of ``edge``, a keep-mask ``{name: [E, K] float32}``: 1 everywhere but 0 at ``(row, k)``."""
+def perturbed_weights(weights: Mapping[str, np.ndarray], edge: tuple[str, int], measure: str) -> list[dict]:
+    """Per op ``k`` of ``edge``, the edge weights ``{name: [E, K]}`` of ``measure``'s perturbation: ``removal``
+    zeroes ``(row, k)``; ``alone`` makes the row one-hot on ``k``. The other rows keep ``weights``."""
     name, row = edge
-    masks = []
-    for k in range(arch_shapes[name][1]):
-        keep = {n: np.ones(shape, np.float32) for n, shape in arch_shapes.items()}
-        keep[name][row, k] = 0.0
-        masks.append(keep)
-    return masks
+    out = []
+    for k in range(weights[name].shape[1]):
+        perturbed = {n: np.array(w, np.float32) for n, w in weights.items()}
+        if measure == REMOVAL:
+            perturbed[name][row, k] = 0.0
+        else:
+            perturbed[name][row] = np.eye(weights[name].shape[1], dtype=np.float32)[k]
+        out.append(perturbed)
+    return out
 
 
-def removal_costs(base_loss: float, losses: list[float]) -> np.ndarray:
-    """``cost_k = losses[k] - base_loss``: how much the held-out loss rises without op ``k``."""
-    return np.asarray(losses, np.float64) - base_loss
+def merits(base_loss: float, losses: list[float], measure: str) -> np.ndarray:
+    """Per op the merit of ``measure`` from the held-out losses: ``losses[k] - base_loss`` for ``removal`` (the loss
+    the op's removal adds), ``base_loss - losses[k]`` for ``alone`` (the loss the op alone saves)."""
+    change = np.asarray(losses, np.float64) - base_loss
+    return change if measure == REMOVAL else -change
 
 
-def chosen_op(costs: np.ndarray) -> int:
-    """The op whose removal costs most (the first of equals)."""
-    return int(np.argmax(costs))
+def chosen_op(merit: np.ndarray) -> int:
+    """The op of highest merit (the first of equals)."""
+    return int(np.argmax(merit))
 
 
 def decided_logits(logits: dict[str, np.ndarray], edge: tuple[str, int], op: int) -> dict[str, np.ndarray]:

@@ -73,7 +73,7 @@ class SearchSteps(NamedTuple):
     unrolled_arch_loss: Callable[[dict, State, Batch, Batch], jax.Array]
     eval_step: Callable[..., Metrics]
     recalibrated_batch_stats: Callable[[State, jax.Array, dict], dict]
-    removal_eval: Callable[[State, jax.Array, jax.Array, dict], Metrics]
+    mixture_eval: Callable[[State, jax.Array, jax.Array, dict], Metrics]
 
 
 def supernet_from_config(config: SearchConfig) -> nn.Module:
@@ -242,16 +242,15 @@ class _StepFunctions:
 
         return jax.tree.map(lambda s: jnp.mean(s, axis=0), jax.lax.map(batch_stats, images))
 
-    def removal_eval(self, state: State, images: jax.Array, labels: jax.Array, keep: dict) -> Metrics:
+    def mixture_eval(self, state: State, images: jax.Array, labels: jax.Array, arch_weights: dict) -> Metrics:
         """Mean loss and accuracy over N held-out batches ``images [N, B, H, W, 3]``, ``labels [N, B]`` of the
-        supernet with edge weights ``expected(a) * keep`` (``keep`` ``{name: [E, K]}`` of 0/1: 0 removes an op,
-        the others keep their weights; see ``asose_jax.search.selection``). BatchNorm in training mode, each batch
-        normalised by its own statistics; nothing is written back."""
-        weights = jax.tree.map(jnp.multiply, expected_edge_weights(state["arch"], self.config.sampler), keep)
+        supernet with the given edge weights ``{name: [E, K]}`` (a perturbed mixture, see
+        ``asose_jax.search.selection``). BatchNorm in training mode, each batch normalised by its own statistics;
+        nothing is written back."""
         variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
 
         def one_batch(batch: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-            logits, _ = self.model.apply(variables, batch[0], weights, train=True, mutable=["batch_stats"])
+            logits, _ = self.model.apply(variables, batch[0], arch_weights, train=True, mutable=["batch_stats"])
             return cross_entropy(logits, batch[1]), accuracy(logits, batch[1])
 
         losses, accuracies = jax.lax.map(one_batch, (images, labels))
@@ -262,4 +261,4 @@ def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
     """The pure step functions for ``model`` under ``config``."""
     fns = _StepFunctions(model, config)
     return SearchSteps(fns.weight_grad, fns.weight_step, fns.arch_grad, fns.arch_step, fns.unrolled_arch_loss,
-                       fns.eval_step, fns.recalibrated_batch_stats, fns.removal_eval)  # fmt: skip
+                       fns.eval_step, fns.recalibrated_batch_stats, fns.mixture_eval)  # fmt: skip
