@@ -214,6 +214,45 @@ def _nb201_rerun() -> str:
 NB201_TABLE = ROOT / "benchmarks" / "tables" / "nb201_cifar10.csv.gz"
 
 
+# Select-stage results of the protocol (selection seeds only), in the order they were run.
+SELECT_STAGE = ("select_nb201_cpu_preset.json", "select_nb201_cpu_perturbation.json", "select_nb201_cpu_alone.json")
+
+
+def _setting(method: str) -> str:
+    """``preset_selection=perturbation_warmup-epochs=10`` -> ``--selection perturbation --warmup-epochs 10``."""
+    parts = method.split("_", 1)[1].split("_") if method.startswith("preset_") else []
+    flags = " ".join(f"--{part.replace('=', ' ', 1)}" for part in parts)
+    return f"preset {flags}".strip() if method.startswith("preset") else method
+
+
+@renderer("nb201_select")
+def _nb201_select() -> str:
+    """Every setting tried on the selection seeds: table accuracy, cells, final decisiveness, wall time."""
+    rows, seeds = [], set()
+    for name in SELECT_STAGE:
+        result = load(name)
+        seeds.update(result["seeds"])
+        for method, s in result["methods"].items():
+            runs = [r for r in result["runs"] if r["method"] == method]
+            margins = [r["min_margin"] for r in runs]
+            minutes = [r["wall_time_s"] / 60 for r in runs]
+            rows.append([f"`{_setting(method)}`", f"{s['mean']:.2f} ± {s['std']:.2f}", f"{s['min']:.2f}",
+                         f"{s['max']:.2f}", f"{s['distinct_cells']} of {s['n']}", f"{min(margins):.3f}",
+                         f"{min(minutes):.0f}-{max(minutes):.0f} min", f"`{name}`"])  # fmt: skip
+    base = load(SELECT_STAGE[0])["baselines"]
+    for b in base.values():
+        rows.append([f"baseline: {b['label']}", f"{b['mean']:.2f} ± {b['std']:.2f}", f"{b['min']:.2f}",
+                     f"{b['max']:.2f}", f"{b['distinct_cells']} of {b['n']}", "-", "-", "-"])  # fmt: skip
+    header = ["setting", "table accuracy: mean ± std", "min", "max", "distinct cells", "smallest final edge margin",
+              "wall time (2 at a time, one core each)", "result"]  # fmt: skip
+    return "\n".join([
+        md_table(header, rows),
+        "",
+        f"Selection seeds {', '.join(map(str, sorted(seeds)))} only (`benchmarks/protocol.json`); the baselines' "
+        "initial-logit row is over the same seeds. Source: the files named, in `benchmarks/results/`.",
+    ])  # fmt: skip
+
+
 @renderer("nb201_baselines")
 def _nb201_baselines() -> str:
     """Reference points computed from the NAS-Bench-201 table itself."""
