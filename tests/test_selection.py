@@ -21,11 +21,13 @@ from asose_jax.search.selection import (
     ALONE,
     DECIDED_LOGIT,
     REMOVAL,
+    ZICO,
     chosen_op,
     decided_logits,
     edge_order,
     merits,
     perturbed_weights,
+    zico_score,
 )
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.spaces.genotypes import NB201Genotype, derive_genotype
@@ -63,6 +65,15 @@ def test_merits_by_hand_and_the_op_of_highest_merit_is_kept():
     assert chosen_op(merits(1.0, losses, ALONE)) == 2
 
 
+def test_zico_score_by_hand():
+    """Leaf ``a``: entry 0 has mean |g| 2 and std 1 over the two batches, entry 1 std 0 (left out): log(2 / 1).
+    Leaf ``b`` never varies (a removed op's weights get zero gradients): it adds nothing."""
+    grads = {"a": jnp.array([[1.0, 2.0], [3.0, 2.0]]), "b": jnp.zeros((2, 3))}
+    np.testing.assert_allclose(zico_score(grads), np.log(2.0), rtol=1e-6)
+    np.testing.assert_allclose(zico_score({"a": -grads["a"]}), np.log(2.0), rtol=1e-6)  # signs do not matter
+    assert np.isfinite(float(zico_score({"b": grads["b"]}))) and float(zico_score({"b": grads["b"]})) == 0.0
+
+
 def test_a_decision_makes_the_edge_one_hot_and_leaves_the_rest():
     logits = {"cell": np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)}
     decided = decided_logits(logits, ("cell", 2), 4)
@@ -93,6 +104,11 @@ def test_the_mixture_evaluation_is_the_training_mode_loss_with_those_weights():
     np.testing.assert_allclose(result["accuracy"], np.mean(accs), rtol=1e-6)
     unperturbed = steps.mixture_eval(state, images, labels, mixture)
     assert abs(float(unperturbed["loss"]) - float(result["loss"])) > 1e-6  # removing the op changed the function
+    grads = [jax.grad(lambda p, b=b: cross_entropy(model.apply({**variables, "params": p}, b["image"], weights,
+                                                               train=True, mutable=["batch_stats"])[0], b["label"]))(
+        state["params"]) for b in batches]  # fmt: skip
+    expected = zico_score(jax.tree.map(lambda *g: jnp.stack(g), *grads))
+    np.testing.assert_allclose(steps.mixture_zico(state, images, labels, weights)["zico"], expected, rtol=1e-4)
 
 
 def _search(npz_path, workdir, **overrides) -> RunConfig:
@@ -105,7 +121,7 @@ def _search(npz_path, workdir, **overrides) -> RunConfig:
     return RunConfig(search=search, **settings)
 
 
-@pytest.mark.parametrize("measure", [REMOVAL, ALONE])
+@pytest.mark.parametrize("measure", [REMOVAL, ALONE, ZICO])
 def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(npz_path, tmp_path, measure):
     summary = train_and_evaluate(_search(npz_path, tmp_path / "run", selection_measure=measure), tmp_path / "run")
     records = list(read_metrics(tmp_path / "run" / "metrics.jsonl"))
@@ -115,8 +131,12 @@ def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(npz_p
     assert sorted(d["row"] for d in decisions) == list(range(6)) and summary["selection_decisions"] == [
         {k: v for k, v in d.items() if k not in ("event", "cycle", "index")} for d in decisions
     ]
-    for d in decisions:  # merit from the held-out losses: as the base loss and the perturbed accuracies say
+    score = "zico" if measure == ZICO else "loss"
+    for d in decisions:  # the op of highest merit, the merit as the scores say
         assert d["op"] == max(d["merit"], key=d["merit"].get) and d["measure"] == measure
+        base, perturbed = d[f"base_{score}"], d[f"perturbed_{score}"]
+        expected = merits(base, [perturbed[op] for op in d["merit"]], measure)
+        np.testing.assert_allclose(list(d["merit"].values()), expected, atol=2e-6)
     ops = ("none", "skip_connect", "nor_conv_3x3")
     for r in epochs:  # every record's cell is the argmax of its own weights (log of softmax = logits + const)
         logits = {name: np.log(np.maximum(np.asarray(w), 1e-30)) for name, w in r["arch_weights"].items()}
@@ -134,7 +154,8 @@ def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(npz_p
     [
         ({"selection": "best"}, "unknown --selection 'best'"),
         ({"selection_measure": "gain"}, "unknown --selection-measure 'gain'"),
-        ({"selection_images": 4}, "--selection-images must be an integer >= --batch-size (8)"),
+        ({"selection_images": 4}, "--selection-images must be an integer >= --batch-size (8) with --selection-measure"),
+        ({"selection_images": 8, "selection_measure": "zico"}, "must be an integer >= 2 x --batch-size (16) with"),
         ({"selection_tune_steps": -1}, "--selection-tune-steps must be a non-negative integer"),
     ],
 )

@@ -56,7 +56,8 @@ class Iterations(NamedTuple):
     fixed_weights | None)`` returns eval metrics. ``recalibrate(state, images, labels, idx [N, B],
     fixed_weights)`` returns BatchNorm statistics re-estimated for that single path on N batches.
     ``mixture_eval(state, images, labels, idx [N, B], arch_weights)`` returns the held-out loss and accuracy of
-    the supernet with those edge weights (perturbation selection).
+    the supernet with those edge weights, ``mixture_zico`` (same arguments) the ZiCo score of its weight gradients
+    (perturbation selection).
     """
 
     weight_step: Callable
@@ -64,6 +65,7 @@ class Iterations(NamedTuple):
     evaluate: Callable
     recalibrate: Callable
     mixture_eval: Callable
+    mixture_zico: Callable
 
 
 def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
@@ -112,12 +114,17 @@ def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
         steps = make_search_steps(model, config.search)
         return steps.mixture_eval(state, stacked(images, idx), labels[idx], arch_weights)
 
+    def mixture_zico(model, state, images, labels, idx, arch_weights):
+        steps = make_search_steps(model, config.search)
+        return steps.mixture_zico(state, stacked(images, idx), labels[idx], arch_weights)
+
     return Iterations(
         jit_data_parallel(weight_step, mesh, {"idx": 0}, static_model=True),
         jit_data_parallel(arch_step, mesh, {"weight_idx": 0, "arch_idx": 0}, static_model=True),
         jit_data_parallel(evaluate, mesh, {"idx": 0, "mask": 0}, donate_state=False, static_model=True),
         jit_data_parallel(recalibrate, mesh, {"idx": 1}, donate_state=False, static_model=True),
         jit_data_parallel(mixture_eval, mesh, {"idx": 1}, donate_state=False, static_model=True),
+        jit_data_parallel(mixture_zico, mesh, {"idx": 1}, donate_state=False, static_model=True),
     )
 
 

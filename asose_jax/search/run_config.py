@@ -16,7 +16,7 @@ from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP, check_sou
 from asose_jax.runtime.memory import check_size_limits
 from asose_jax.runtime.rundir import MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP, NAN_POLICIES, NAN_POLICY_HELP
 from asose_jax.search.growth import GROWTH_MODES, STRATEGIES
-from asose_jax.search.selection import ARGMAX, MEASURES, PERTURBATION, REMOVAL, SELECTIONS
+from asose_jax.search.selection import ARGMAX, MEASURES, PERTURBATION, REMOVAL, SELECTIONS, ZICO
 from asose_jax.search.step_config import COMPUTED, SearchConfig
 from asose_jax.spaces import SPACES, get_space
 from asose_jax.spaces.base import GROWTH_KINDS
@@ -85,8 +85,9 @@ class RunConfig:
         "edge, the op whose removal costs the supernet most, with tuning in between)", choices=SELECTIONS,
     )  # fmt: skip
     selection_measure: str = setting(
-        REMOVAL, "perturbation: keep the op whose removal raises the held-out loss most (removal, DARTS-PT) or that "
-        "alone on the edge gives the lowest (alone)", choices=MEASURES,
+        REMOVAL, "perturbation: keep the op whose removal raises the held-out loss most (removal, DARTS-PT), that "
+        "alone on the edge gives the lowest (alone), or whose removal lowers the gradients' ZiCo score most (zico)",
+        choices=MEASURES,
     )  # fmt: skip
     selection_images: int = setting(1024, "held-out images that score each op (perturbation)")
     selection_tune_steps: int = setting(39, "weight steps that tune the supernet after each edge's decision")
@@ -183,12 +184,14 @@ class RunConfig:
                 f"--selection perturbation decides one op per edge, which the {self.search.space} space's cells do "
                 f"not keep; use --selection argmax, or a space with one op per edge ({able})"
             )
+        batches = 2 if self.selection_measure == ZICO else 1  # ZiCo compares gradients across batches
         if isinstance(self.selection_images, bool) or not isinstance(self.selection_images, int) or (
-            self.selection_images < self.batch_size
+            self.selection_images < batches * self.batch_size
         ):  # fmt: skip
+            least = f"{batches} x --batch-size" if batches > 1 else "--batch-size"
             raise ValueError(
-                f"--selection-images must be an integer >= --batch-size ({self.batch_size}), got "
-                f"{self.selection_images!r}"
+                f"--selection-images must be an integer >= {least} ({batches * self.batch_size}) with "
+                f"--selection-measure {self.selection_measure}, got {self.selection_images!r}"
             )
 
     def selection_steps(self, edges: int) -> int:

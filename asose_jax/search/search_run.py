@@ -25,6 +25,7 @@ from asose_jax.search.run_config import RunConfig
 from asose_jax.search.run_state import Position, RunProgress
 from asose_jax.search.sampling import decisiveness, edge_entropy, expected_edge_weights
 from asose_jax.search.selection import (
+    LOSS_SCORED,
     PERTURBATION,
     SELECT,
     chosen_op,
@@ -373,25 +374,29 @@ class SearchRun(RunSession):
             self.say(f"compiling {program} (XLA; cached for later runs)...")
             self.compiled.add(program)
         weights = jax.device_get(expected_edge_weights(self.state["arch"], config.search.sampler))
-        perturbed = perturbed_weights(weights, edge, config.selection_measure)
-        base, *scored = [jax.device_get(self.iterations.mixture_eval(self.state, self.images, self.labels, idx, w))
+        measure = config.selection_measure
+        perturbed = perturbed_weights(weights, edge, measure)
+        score, key = (self.iterations.mixture_eval, "loss") if measure in LOSS_SCORED else (
+            self.iterations.mixture_zico, "zico")  # fmt: skip
+        base, *scored = [jax.device_get(score(self.state, self.images, self.labels, idx, w))
                          for w in (weights, *perturbed)]  # fmt: skip
-        merit = merits(float(base["loss"]), [float(m["loss"]) for m in scored], config.selection_measure)
+        merit = merits(float(base[key]), [float(m[key]) for m in scored], measure)
         op = chosen_op(merit)
         arch = decided_logits(jax.device_get(self.state["arch"]), edge, op)
         self.state = {**self.state, "arch": replicate(arch, self.mesh)}
         label = space_of(self.model).edge_label(self.model, *edge)
         decision = {"edge": label, "array": edge[0], "row": edge[1], "op": self.op_names[op],
-                    "step": int(self.state["step"]), "measure": config.selection_measure,
-                    "base_loss": float(base["loss"]), "base_acc": 100.0 * float(base["accuracy"]),
-                    "merit": dict(zip(self.op_names, merit.round(6).tolist(), strict=True)),
-                    "perturbed_acc": dict(zip(self.op_names, [round(100.0 * float(m["accuracy"]), 4) for m in scored],
-                                              strict=True))}  # fmt: skip
+                    "step": int(self.state["step"]), "measure": measure, f"base_{key}": float(base[key]),
+                    f"perturbed_{key}": self.per_op([float(m[key]) for m in scored]),
+                    "merit": self.per_op(merit.round(6).tolist())}  # fmt: skip
         self.progress.selection.append(decision)
         self.writer.write({"event": "selection", "cycle": final, "index": index + 1, **decision})
         others = ", ".join(f"{o} {m:+.3f}" for o, m in decision["merit"].items() if o != decision["op"])
         self.say(f"selection {index + 1}/{sum(e for e, _ in shapes.values())}: edge {label} keeps {decision['op']} "
-                 f"({config.selection_measure} merit {decision['merit'][decision['op']]:+.3f}; {others})")  # fmt: skip
+                 f"({measure} merit {decision['merit'][decision['op']]:+.3f}; {others})")  # fmt: skip
+
+    def per_op(self, values: list[float]) -> dict[str, float]:
+        return dict(zip(self.op_names, values, strict=True))
 
     def tune(self, final: int, index: int, start: int) -> dict:
         """The weight steps after decision ``index`` from call ``start`` on; returns their means."""
@@ -420,7 +425,10 @@ class SearchRun(RunSession):
 
 def epoch_line(record: dict, measure: str, genotype) -> str:
     """The console line of an epoch's end: training and validation figures, the derived cell, its table score."""
-    train = f"train loss {record['train_loss']:.4f}" if record.get("train_loss") is not None else "every step skipped"
+    if record.get("train_loss") is not None:
+        train = f"train loss {record['train_loss']:.4f}"
+    else:  # every update dropped (--nan-policy skip), or a selection without tuning steps
+        train = "every step skipped" if record.get("skipped_steps") else "no weight steps"
     cell = genotype.to_string() if hasattr(genotype, "to_string") else describe_fields(genotype)
     table = f" | table {record['table_acc']:.2f}% (rank {record['table_rank']:,})" if "table_acc" in record else ""
     margin = f" | min margin {record['decisiveness']['min_margin']:.3f}" if "decisiveness" in record else ""

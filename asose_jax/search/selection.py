@@ -2,13 +2,16 @@
 the size of their logits.
 
 After the cycles, the edges are decided one at a time in a seeded order. With the mixture weights
-``w = expected(a)`` (``softmax(a)``, or the Dirichlet mean), each op ``k`` of edge ``e`` gets a *merit* from the
-held-out loss ``L`` of the supernet under two perturbations (``MEASURES``):
+``w = expected(a)`` (``softmax(a)``, or the Dirichlet mean), each op ``k`` of edge ``e`` gets a *merit* from a
+score of the supernet under a perturbation of that edge (``MEASURES``):
 
 * ``removal`` (DARTS-PT, Wang et al. 2021): ``w_ek`` set to 0, the other weights unchanged;
-  ``merit_k = L(without k) - L(w)``, how much the supernet needs the op;
-* ``alone``: edge ``e`` one-hot on ``k`` (the edge discretised to it); ``merit_k = L(w) - L(only k)``, how well
-  the supernet does with that choice.
+  ``merit_k = L(without k) - L(w)`` with ``L`` the held-out loss: how much the supernet needs the op;
+* ``alone``: edge ``e`` one-hot on ``k`` (the edge discretised to it); ``merit_k = L(w) - L(only k)``: how well the
+  supernet does with that choice;
+* ``zico`` (Zero-Cost-PT with ZiCo, Xiang et al. 2023, Li et al. 2023): ``w_ek`` set to 0;
+  ``merit_k = Z(w) - Z(without k)`` with ``Z`` the ZiCo score of the weight gradients (``zico_score``): how much
+  the op adds to the gradients' signal-to-noise ratio.
 
 The op of highest merit is kept: ``a_e`` becomes one-hot on it (``DECIDED_LOGIT`` elsewhere, so ``softmax(a_e)`` is
 exactly one-hot in float32 and the argmax genotype is the decision). The supernet is then tuned for a few weight
@@ -22,12 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 ARGMAX, PERTURBATION = "argmax", "perturbation"
 SELECTIONS = (ARGMAX, PERTURBATION)
-REMOVAL, ALONE = "removal", "alone"
-MEASURES = (REMOVAL, ALONE)
+REMOVAL, ALONE, ZICO = "removal", "alone", "zico"
+MEASURES = (REMOVAL, ALONE, ZICO)
+LOSS_SCORED = (REMOVAL, ALONE)  # scored by the held-out loss (lower is better); zico by its score (higher is better)
 SELECT = "select"  # the phase name of the selection's epoch records
 DECIDED_LOGIT = -1e4  # logit of the ops a decision removes: exp(-1e4) is 0 in float32
 
@@ -40,24 +46,26 @@ def edge_order(arch_shapes: Mapping[str, tuple[int, int]], seed: int) -> list[tu
 
 
 def perturbed_weights(weights: Mapping[str, np.ndarray], edge: tuple[str, int], measure: str) -> list[dict]:
-    """Per op ``k`` of ``edge``, the edge weights ``{name: [E, K]}`` of ``measure``'s perturbation: ``removal``
-    zeroes ``(row, k)``; ``alone`` makes the row one-hot on ``k``. The other rows keep ``weights``."""
+    """Per op ``k`` of ``edge``, the edge weights ``{name: [E, K]}`` of ``measure``'s perturbation: ``alone`` makes
+    the row one-hot on ``k``; the others zero ``(row, k)``. The other rows keep ``weights``."""
     name, row = edge
     out = []
     for k in range(weights[name].shape[1]):
         perturbed = {n: np.array(w, np.float32) for n, w in weights.items()}
-        if measure == REMOVAL:
-            perturbed[name][row, k] = 0.0
-        else:
+        if measure == ALONE:
             perturbed[name][row] = np.eye(weights[name].shape[1], dtype=np.float32)[k]
+        else:
+            perturbed[name][row, k] = 0.0
         out.append(perturbed)
     return out
 
 
-def merits(base_loss: float, losses: list[float], measure: str) -> np.ndarray:
-    """Per op the merit of ``measure`` from the held-out losses: ``losses[k] - base_loss`` for ``removal`` (the loss
-    the op's removal adds), ``base_loss - losses[k]`` for ``alone`` (the loss the op alone saves)."""
-    change = np.asarray(losses, np.float64) - base_loss
+def merits(base: float, scores: list[float], measure: str) -> np.ndarray:
+    """Per op the merit of ``measure`` from the perturbed supernet's scores (held-out losses, or ZiCo scores) and the
+    unperturbed one's, ``base``: ``scores[k] - base`` for ``removal`` (the loss the op's removal adds),
+    ``base - scores[k]`` for ``alone`` (the loss the op alone saves) and ``zico`` (the score the op's removal
+    takes away)."""
+    change = np.asarray(scores, np.float64) - base
     return change if measure == REMOVAL else -change
 
 
@@ -73,3 +81,17 @@ def decided_logits(logits: dict[str, np.ndarray], edge: tuple[str, int], op: int
     out[name][row] = DECIDED_LOGIT
     out[name][row, op] = 0.0
     return out
+
+
+def zico_score(grads: dict) -> jax.Array:
+    """ZiCo (Li et al. 2023) of per-batch weight gradients ``grads`` (a pytree, each leaf ``[N, ...]`` over N >= 2
+    batches): ``sum_l log(sum_i mean_n |g_nli| / std_n g_nli)`` over the leaves ``l`` (weight tensors), the sum over
+    the entries ``i`` whose gradient varies across batches; a leaf with no such entry adds nothing."""
+
+    def leaf(g: jax.Array) -> jax.Array:
+        std = jnp.std(g, axis=0)
+        ratio = jnp.where(std > 0, jnp.mean(jnp.abs(g), axis=0) / jnp.where(std > 0, std, 1.0), 0.0)
+        total = jnp.sum(ratio)
+        return jnp.where(total > 0, jnp.log(jnp.where(total > 0, total, 1.0)), 0.0)
+
+    return sum(leaf(g) for g in jax.tree.leaves(grads))

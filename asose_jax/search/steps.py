@@ -40,6 +40,7 @@ from asose_jax.search.sampling import (
     sample_edge_weights,
     uses_temperature,
 )
+from asose_jax.search.selection import zico_score
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.spaces import build_supernet, init_arch_logits, uniform_arch_weights
 
@@ -74,6 +75,7 @@ class SearchSteps(NamedTuple):
     eval_step: Callable[..., Metrics]
     recalibrated_batch_stats: Callable[[State, jax.Array, dict], dict]
     mixture_eval: Callable[[State, jax.Array, jax.Array, dict], Metrics]
+    mixture_zico: Callable[[State, jax.Array, jax.Array, dict], Metrics]
 
 
 def supernet_from_config(config: SearchConfig) -> nn.Module:
@@ -256,9 +258,22 @@ class _StepFunctions:
         losses, accuracies = jax.lax.map(one_batch, (images, labels))
         return {"loss": jnp.mean(losses), "accuracy": jnp.mean(accuracies)}
 
+    def mixture_zico(self, state: State, images: jax.Array, labels: jax.Array, arch_weights: dict) -> Metrics:
+        """The ZiCo score (``selection.zico_score``) of the weight gradients of the supernet with edge weights
+        ``arch_weights`` on N batches ``images [N, B, H, W, 3]``, ``labels [N, B]``: the training loss's gradient
+        per batch, BatchNorm in training mode, nothing written back."""
+
+        def gradient(batch: tuple[jax.Array, jax.Array]) -> dict:
+            images_labels = {"image": batch[0], "label": batch[1]}
+            return jax.grad(self.train_loss, has_aux=True)(state["params"], state["batch_stats"], arch_weights,
+                                                           images_labels)[0]  # fmt: skip
+
+        return {"zico": zico_score(jax.lax.map(gradient, (images, labels)))}
+
 
 def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
     """The pure step functions for ``model`` under ``config``."""
     fns = _StepFunctions(model, config)
     return SearchSteps(fns.weight_grad, fns.weight_step, fns.arch_grad, fns.arch_step, fns.unrolled_arch_loss,
-                       fns.eval_step, fns.recalibrated_batch_stats, fns.mixture_eval)  # fmt: skip
+                       fns.eval_step, fns.recalibrated_batch_stats, fns.mixture_eval,
+                       fns.mixture_zico)  # fmt: skip
