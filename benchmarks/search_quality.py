@@ -10,7 +10,8 @@ continues if its settings (``config.json``) are the ones asked for; a workdir ma
 
 Writes one JSON: the git commit (and whether the tree was dirty), sha256 of the data and the table, the protocol;
 per run its command and settings, the cell, its table accuracy and rank, ``skip_connect`` / ``none`` edges, whether
-the output is cut off from the input, the initial logits' cell, the smallest edge margin, wall time, images/s;
+the output is cut off from the input, the initial logits' cell, the smallest edge margin (and, with perturbation
+selection, the smallest lead of a kept op's merit over the runner-up's), wall time, images/s;
 per method and per baseline the table accuracy's mean, std, median, min and max and the distinct cells. Beside it a
 plot of the table accuracy of the cell derived at each epoch end, a line per run. Prints the tables as markdown,
 as ``--render RESULT.json`` (or ``render_markdown``) does from the JSON. Example:
@@ -200,12 +201,21 @@ def run_record(workdir: pathlib.Path, method: str, seed: int) -> tuple[dict, lis
            "table_rank": summary["table_rank"], **cell_statistics(summary["arch_str"]),
            "initial_arch_str": initial["arch_str"], "initial_table_acc": initial["table_acc"],
            "min_margin": decisiveness(epochs[-1]["arch_weights"])["min_margin"],
+           "min_merit_margin": min_merit_margin(summary.get("selection_decisions") or []),
            "val_measure": summary["val_measure"], "val_acc": summary["val_acc"],
            "wall_time_s": round(summary["wall_time_s"], 1),
            "arch_images_per_s": round(float(np.mean(rates)), 1) if rates else None,
            "table_acc_per_epoch": [r["table_acc"] for r in epochs],
            "config": json.loads((workdir / "config.json").read_text())}  # fmt: skip
     return row, epochs
+
+
+def min_merit_margin(decisions: list[dict]) -> float | None:
+    """Over perturbation selection's decisions, the smallest lead of the kept op's merit over the runner-up's (in
+    the measure's units); None without perturbation selection."""
+    if not decisions:
+        return None
+    return min(float(np.subtract(*sorted(d["merit"].values())[-1:-3:-1])) for d in decisions)
 
 
 def table_stats(accs: Sequence[float], cells: Sequence[str]) -> dict:

@@ -60,7 +60,8 @@ def test_the_nb201_cpu_preset():
     assert method_of(search) == "beta_darts"
     assert search.arch_reg_weight == 5.0 and search.arch_lr == 3e-3
     assert (config.train_limit, config.batch_size, config.cycles) == (10000, 64, 1)
-    assert (config.warmup_epochs, config.arch_epochs, config.retrain_epochs) == (2, 8, 0)
+    assert (config.warmup_epochs, config.arch_epochs, config.retrain_epochs) == (1, 0, 0)
+    assert (config.selection, config.selection_measure, config.selection_tune_steps) == ("perturbation", "zico", 0)
     assert config.growth == "off" and config.plateau_window == 0
 
 
@@ -87,7 +88,7 @@ def table_path(tmp_path_factory) -> pathlib.Path:
 
 
 TINY = ["--init-channels", "2", "--ops", ",".join(OPS), "--batch-size", "8", "--warmup-epochs", "1",
-        "--arch-epochs", "2", "--log-every", "1"]  # fmt: skip
+        "--arch-epochs", "2", "--log-every", "1", "--selection", "argmax"]  # fmt: skip
 
 
 def search_args(npz_path, workdir, table, *extra) -> list[str]:

@@ -137,6 +137,9 @@ def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(npz_p
         base, perturbed = d[f"base_{score}"], d[f"perturbed_{score}"]
         expected = merits(base, [perturbed[op] for op in d["merit"]], measure)
         np.testing.assert_allclose(list(d["merit"].values()), expected, atol=2e-6)
+        second = sorted(d["merit"].values())[-2]
+        np.testing.assert_allclose(d["merit_margin"], d["merit"][d["op"]] - second, atol=2e-6)
+    assert summary["val_measure"] == "derived_path_bn_recalibrated" and summary["val_acc_supernet"] is None
     ops = ("none", "skip_connect", "nor_conv_3x3")
     for r in epochs:  # every record's cell is the argmax of its own weights (log of softmax = logits + const)
         logits = {name: np.log(np.maximum(np.asarray(w), 1e-30)) for name, w in r["arch_weights"].items()}

@@ -50,13 +50,13 @@ from asose_jax.runtime.rundir import (
 )
 from asose_jax.runtime.session import say
 from asose_jax.search import cycle
-from asose_jax.search.iterations import SUPERNET, param_counts, validation_measure
+from asose_jax.search.iterations import DERIVED, SUPERNET, param_counts, validation_measure
 from asose_jax.search.methods import method_of
 from asose_jax.search.nb201_table import NB201Table, load_nb201_table
 from asose_jax.search.run_config import CPU_PRESETS, PRESETS, RESUMABLE_CHANGES, RunConfig
 from asose_jax.search.sampling import decisiveness, is_single_path
 from asose_jax.search.search_run import SearchRun
-from asose_jax.search.selection import PERTURBATION
+from asose_jax.search.selection import LOSS_SCORED, PERTURBATION
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.search.steps import supernet_from_config
 from asose_jax.spaces import get_space, uniform_arch_weights
@@ -189,8 +189,19 @@ def estimated_seconds(run: Prepared) -> float | None:
     extra = config.cycles * arch.steps if config.arch_phase == "alternate" else 0  # a weight step per arch step
     epochs = config.cycles * sum(p.epochs for p in run.phases)
     evaluated = epochs * run.summary["data"]["arch_split"] / 3  # forward passes only
+    evaluated += selection_images(config, model.arch_shapes(), run.summary["data"]["arch_split"])
     steps = config.search.total_steps + extra
     return training_seconds(flops, steps * config.batch_size + evaluated, steps)
+
+
+def selection_images(config: RunConfig, shapes: dict[str, tuple[int, int]], held_out: int) -> float:
+    """Perturbation selection's images in units of a training image (a forward pass is a third of one, a gradient
+    one): per edge, the unperturbed and every perturbed supernet scored on ``selection_images`` images, and the
+    epoch record's evaluation on the ``held_out`` images."""
+    if config.selection != PERTURBATION:
+        return 0.0
+    per_image = 1 / 3 if config.selection_measure in LOSS_SCORED else 1.0
+    return sum(e * ((k + 1) * config.selection_images * per_image + held_out / 3) for e, k in shapes.values())
 
 
 def smaller_search(run: Prepared) -> str:
@@ -201,24 +212,28 @@ def smaller_search(run: Prepared) -> str:
 
 def start_line(workdir: pathlib.Path, run: Prepared, continuing: bool) -> str:
     """The console line a search starts with: where, on what, how much."""
-    data = run.summary["data"]
+    data, config = run.summary["data"], run.config
+    method = method_of(config.search) if config.arch_epochs else "no architecture steps"
+    chosen = f"; the cell by {config.selection_measure} perturbation" if config.selection == PERTURBATION else ""
     return (f"{'continuing' if continuing else 'starting'} search in {workdir} on {run.summary['device']}: "
             f"{data['weight_split']:,} weight-training / {data['arch_split']:,} held-out / {data['test']:,} test "
-            f"images, {run.config.search.total_steps:,} steps, {method_of(run.config.search)} on "
-            f"{run.config.search.space} ({run.summary['params']['weights']:,} weights)")  # fmt: skip
+            f"images, {config.search.total_steps:,} steps, {method} on {config.search.space} "
+            f"({run.summary['params']['weights']:,} weights){chosen}")  # fmt: skip
 
 
 def final_summary(run: SearchRun) -> dict:
     """The finished search's figures: validation and test accuracy by the validation measure, of the derived
     path and (mixture samplers) of the supernet, the table score, genotype, growth and wall time."""
     val, test = run.evaluate(on_test=False, derived=True), run.evaluate(on_test=True, derived=True)
-    # The mixture is what soft samplers train; single-path weights never saw a mixture.
-    mixture = validation_measure(run.config.search.sampler) == SUPERNET
+    # The mixture is what soft samplers train; single-path weights never saw a mixture. After perturbation
+    # selection every edge is one-hot: the supernet is the derived path, measured with its own BatchNorm statistics.
+    decided = run.config.selection == PERTURBATION
+    mixture = validation_measure(run.config.search.sampler) == SUPERNET and not decided
     val_super = run.evaluate(on_test=False, derived=False) if mixture else {"acc": None, "loss": None}
     test_super = run.evaluate(on_test=True, derived=False) if mixture else {"acc": None, "loss": None}
     measured_val, measured_test = (val_super, test_super) if mixture else (val, test)
     return {
-        "val_measure": validation_measure(run.config.search.sampler),
+        "val_measure": DERIVED if decided else validation_measure(run.config.search.sampler),
         "val_acc": measured_val["acc"], "val_loss": measured_val["loss"],
         "test_acc": measured_test["acc"], "test_loss": measured_test["loss"],
         **run.table_score(), "method": method_of(run.config.search),

@@ -332,10 +332,11 @@ PRESETS: dict[str, RunConfig] = {
         plateau_window=0,
     ),
     # NAS-Bench-201 cut to fit 2 CPU cores in minutes, as a proxy of the nb201 preset: 8 channels, one cell
-    # per stage, 10,000 images (5,000 for weights, 5,000 held out), 2 warm-up and 8 alternating epochs.
-    # 625 architecture steps instead of 15,600, on 3 cells instead of 15 (the held-out gradient on the shared
-    # logits sums over cells): the architecture learning rate is 10x DARTS's, and beta-DARTS's coefficient
-    # is 25 x 3 / 15 = 5, so that the regulariser weighs against the held-out gradient as it does at full size.
+    # per stage, 10,000 images (5,000 for weights, 5,000 held out). The cell is chosen by Zero-Cost-PT with ZiCo
+    # after one warm-up epoch, without tuning: the setting of highest mean on the selection seeds of
+    # benchmarks/protocol.json (docs/search-quality.md). ``--arch-epochs 8 --warmup-epochs 2`` adds the earlier
+    # beta-DARTS search before it, whose settings stay here: 625 architecture steps instead of 15,600 on 3 cells
+    # instead of 15, so the logits' learning rate is 10x DARTS's and beta-DARTS's coefficient 25 x 3 / 15 = 5.
     "nb201-cpu": RunConfig(
         search=SearchConfig(
             space="nb201",
@@ -349,12 +350,15 @@ PRESETS: dict[str, RunConfig] = {
         train_limit=10000,
         batch_size=64,
         cycles=1,
-        warmup_epochs=2,
-        arch_epochs=8,
+        warmup_epochs=1,
+        arch_epochs=0,
         retrain_epochs=0,
         plateau_window=0,
         growth="off",
         log_every=25,
+        selection="perturbation",
+        selection_measure="zico",
+        selection_tune_steps=0,
     ),
     # A CPU-sized beta-DARTS search of the chain space (ASO-SE's) on 5,000 images, about 10 minutes on 2 cores: 16
     # channels, 4 of the ASO-SE ops, 6 cycles of 2/1/-/1 epochs at batch 32, larger learning rates for the short

@@ -388,7 +388,8 @@ class SearchRun(RunSession):
         decision = {"edge": label, "array": edge[0], "row": edge[1], "op": self.op_names[op],
                     "step": int(self.state["step"]), "measure": measure, f"base_{key}": float(base[key]),
                     f"perturbed_{key}": self.per_op([float(m[key]) for m in scored]),
-                    "merit": self.per_op(merit.round(6).tolist())}  # fmt: skip
+                    "merit": self.per_op(merit.round(6).tolist()),
+                    "merit_margin": float(np.round(merit[op] - np.max(np.delete(merit, op)), 6))}  # fmt: skip
         self.progress.selection.append(decision)
         self.writer.write({"event": "selection", "cycle": final, "index": index + 1, **decision})
         others = ", ".join(f"{o} {m:+.3f}" for o, m in decision["merit"].items() if o != decision["op"])
