@@ -221,6 +221,7 @@ SELECT_STAGE = (
     "select_nb201_cpu_perturbation_uniform.json",
     "select_nb201_cpu_alone.json",
     "select_nb201_cpu_zico.json",
+    "select_nb201_cpu_zico_3x.json",  # the chosen setting with 3x the training: its collapse check, after the choice
 )
 
 
