@@ -364,8 +364,9 @@ class SearchRun(RunSession):
             self.save(Position(final, index + 1))
 
     def decide_edge(self, final: int, index: int, edge: tuple[str, int], shapes: dict) -> None:
-        """Gives every op of ``edge`` its merit (``selection_measure``) from the held-out loss of the perturbed
-        supernet, keeps the op of highest merit, fixes the edge's logits on it and records the decision."""
+        """Gives every op of ``edge`` its merit (``selection_measure``) from a score of the perturbed supernet on the
+        held-out images (its loss, or the ZiCo score of its gradients), keeps the op of highest merit, fixes the
+        edge's logits on it and records the decision."""
         config = self.config
         n = config.selection_images // config.batch_size
         idx = shard_batch(self.arch_idx[: n * config.batch_size].reshape(n, -1), self.mesh, 1)
