@@ -215,9 +215,7 @@ def min_merit_margin(decisions: list[dict]) -> float | None:
     the measure's units); None without perturbation selection."""
     if not decisions:
         return None
-    # "removal_cost": the merit's name in runs made before the measures had a common name (removal only)
-    merit = [d["merit"] if "merit" in d else d["removal_cost"] for d in decisions]
-    return min(float(np.subtract(*sorted(m.values())[-1:-3:-1])) for m in merit)
+    return min(float(np.subtract(*sorted(d["merit"].values())[-1:-3:-1])) for d in decisions)
 
 
 def table_stats(accs: Sequence[float], cells: Sequence[str]) -> dict:

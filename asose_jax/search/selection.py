@@ -18,7 +18,8 @@ exactly one-hot in float32 and the argmax genotype is the decision). The superne
 steps with the decided edges fixed, and the next edge is decided. BatchNorm runs in training mode during the
 evaluation (each batch's own statistics): the running statistics describe the unperturbed mixture.
 
-The functions here are pure and act on host arrays; ``SearchRun.run_selection`` runs the loop.
+The functions here are pure: the bookkeeping acts on host arrays, ``zico_score`` on traced gradients inside the
+jitted evaluation; ``SearchRun.run_selection`` runs the loop.
 """
 
 from __future__ import annotations
