@@ -53,8 +53,17 @@ def finished_run(npz_path, tmp_path_factory):
 
         return inner._replace(weight_step=weight_step, arch_step=arch_step)
 
+    draw = search_run.plots.plot_run
+
+    def drawing(run_dir):
+        seen["plots"].append(json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["event"])
+        return draw(run_dir)
+
+    seen["plots"] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(search_run, "make_iterations", recording)
+        patch.setattr(search_run.plots, "plot_run", drawing)
+        patch.setattr(search_run, "PLOT_INTERVAL_S", 0.0)  # every cycle end redraws (default: at most once a minute)
         # 3 cycles planned; a plateau window of 1 with an unreachable threshold stops after cycle 2.
         flags = (
             "--sampler",
@@ -73,12 +82,13 @@ def finished_run(npz_path, tmp_path_factory):
 
 
 def test_run_directory_holds_every_file(finished_run):
-    workdir, _ = finished_run
+    workdir, seen = finished_run
     for name in ("config.json", "metrics.jsonl", "genotype.json", "summary.json", "arch_weights.png", "curves.png",
                  "schedules.png"):  # fmt: skip
         assert (workdir / name).stat().st_size > 0, name
     for png in workdir.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert seen["plots"] == ["phase", "phase", "early_stop"]  # both cycle ends, then the finished run
     config = json.loads((workdir / "config.json").read_text())
     computed = config["computed"]  # kept apart from the settings the user gave
     assert computed["total_steps"] == 3 * 3 * 3  # cycles x phases x steps: one global schedule

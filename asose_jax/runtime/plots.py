@@ -9,20 +9,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import pathlib
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from asose_jax.runtime.metrics_log import read_metrics  # noqa: E402
+from asose_jax.runtime.metrics_log import read_metrics
 
 PHASE_COLOURS = {"warmup": "tab:blue", "arch": "tab:orange", "retrain": "tab:green"}
 PLOT_FILES = ("arch_weights.png", "curves.png", "schedules.png")
 TABLE_PLOT = "table_acc.png"
+
+
+@functools.cache
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported at the first plot: a run stopped before it never pays the
+    import."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _shade_phases(ax, phases: list[dict]) -> None:
@@ -52,7 +60,7 @@ def _finish_step_plot(fig, axes, phases: list[dict], path: pathlib.Path, growth:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def _edge_labels(record: dict, name: str) -> list[str]:
@@ -68,7 +76,7 @@ def plot_arch_weights(epochs: list[dict], op_names: list[str], path: pathlib.Pat
     panels = [(name, label) for name in names for label in _edge_labels(epochs[-1], name)]
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 0.25 * len(op_names) * rows + 1.0 * rows),
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(3.2 * cols, 0.25 * len(op_names) * rows + 1.0 * rows),
                              squeeze=False, sharey=True)  # fmt: skip
     steps = [r["step"] for r in epochs]
     for ax, (name, label) in zip(axes.flat, panels, strict=False):
@@ -86,13 +94,13 @@ def plot_arch_weights(epochs: list[dict], op_names: list[str], path: pathlib.Pat
     fig.suptitle("architecture weights softmax(a) per edge (x: global step at each epoch end)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def plot_curves(
     steps: list[dict], epochs: list[dict], phases: list[dict], path: pathlib.Path, growth: list[dict] = ()
 ) -> None:
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (loss_ax, acc_ax) = _pyplot().subplots(1, 2, figsize=(12, 4))
     weight_steps = [r for r in steps if "loss" in r]
     arch_steps = [r for r in steps if "arch_loss" in r]
     loss_ax.plot([r["step"] for r in weight_steps], [r["loss"] for r in weight_steps], lw=0.8, label="train loss")
@@ -108,7 +116,7 @@ def plot_curves(
 
 
 def plot_schedules(steps: list[dict], phases: list[dict], path: pathlib.Path) -> None:
-    fig, (tau_ax, lr_ax) = plt.subplots(1, 2, figsize=(12, 3.5))
+    fig, (tau_ax, lr_ax) = _pyplot().subplots(1, 2, figsize=(12, 3.5))
     tau_ax.plot([r["step"] for r in steps], [r["temperature"] for r in steps])
     tau_ax.set_ylabel("temperature")
     with_lr = [r for r in steps if "lr" in r]
@@ -120,7 +128,7 @@ def plot_schedules(steps: list[dict], phases: list[dict], path: pathlib.Path) ->
 def plot_table_accuracy(runs: dict[str, list[dict]], path: pathlib.Path, title: str) -> None:
     """One line per run (``{label: epoch records with "step" and "table_acc"}``): the NAS-Bench-201 accuracy
     of the cell derived at each epoch end over global steps, with the table's best cell dashed."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(8, 4.5))
     for label, epochs in runs.items():
         scored = [r for r in epochs if r.get("table_acc") is not None]
         ax.plot([r["step"] for r in scored], [r["table_acc"] for r in scored], ".-", lw=1, ms=3, label=label)
@@ -131,7 +139,7 @@ def plot_table_accuracy(runs: dict[str, list[dict]], path: pathlib.Path, title: 
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
@@ -168,7 +176,7 @@ def plot_training(run_dir: str | pathlib.Path) -> pathlib.Path:
     if not epochs:
         raise ValueError(f"{run_dir / 'metrics.jsonl'} has no finished epoch yet; nothing to plot")
     x = [r["epoch"] for r in epochs]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (loss_ax, acc_ax) = _pyplot().subplots(1, 2, figsize=(11, 3.8))
     loss_ax.plot(x, [r["train_loss"] for r in epochs], ".-", label="train loss")
     loss_ax.plot(x, [r["test_loss"] for r in epochs], ".-", label="test loss")
     acc_ax.plot(x, [r["train_acc"] for r in epochs], ".-", label="train acc (augmented)")
@@ -181,5 +189,5 @@ def plot_training(run_dir: str | pathlib.Path) -> pathlib.Path:
     fig.tight_layout()
     path = run_dir / "curves.png"
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path

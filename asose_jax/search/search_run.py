@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import time
 
 import flax.linen as nn
 import jax
@@ -42,6 +43,7 @@ from asose_jax.spaces.genotypes import derive_genotype, genotype_edge_weights, g
 _GROWTH = 4  # PRNG stream of growth (new weights and logits, width mappings)
 _SCHEDULED = ("lr", "temperature")  # reported at the epoch's last step, not averaged
 _SHOWN = (("loss", "loss", 1), ("accuracy", "acc%", 100), ("arch_loss", "arch_loss", 1), ("temperature", "tau", 1))
+PLOT_INTERVAL_S = 60.0  # cycle ends redraw the plots at most this often; the finished run always draws them
 RECALIBRATION_BATCHES = 8  # training batches that re-estimate BatchNorm statistics for a single path
 _CHECKED = ("loss", "grad_norm", "arch_loss", "arch_grad_norm")  # must stay finite
 NAN_FIX = (
@@ -80,6 +82,7 @@ class SearchRun(RunSession):
             max_skipped=config.max_skipped_steps, checked=_CHECKED, fix=NAN_FIX, total_steps=config.search.total_steps,
         )  # fmt: skip
         self.open_session(workdir, settings)
+        self.plotted_at = time.monotonic()
 
     def set_model(self, model: nn.Module, state: State) -> None:
         """The current (initial or grown) model, its state and its iterations (traced on their first call)."""
@@ -322,12 +325,15 @@ class SearchRun(RunSession):
                                "step_start": progress.phase_start, "step_end": int(self.state["step"])})  # fmt: skip
 
     def end_cycle(self, cycle_index: int) -> None:
-        """The cycle's accuracy, genotype file and plots, the plateau stop, and the checkpoint of the cycle end."""
+        """The cycle's accuracy, genotype file and plots (at most every ``PLOT_INTERVAL_S``), the plateau stop, and
+        the checkpoint of the cycle end."""
         config, progress = self.config, self.progress
         progress.cycle_accuracies.append(progress.last_val_acc)
         if is_primary():
             write_json(self.workdir / "genotype.json", genotype_to_json(self.genotype()))
-            plots.plot_run(self.workdir)
+            if time.monotonic() - self.plotted_at >= PLOT_INTERVAL_S:  # drawing costs seconds; short cycles skip it
+                plots.plot_run(self.workdir)
+                self.plotted_at = time.monotonic()
         plateau = cycle.plateaued(self.accuracies_since_growth(), config.plateau_window, config.plateau_threshold)
         if plateau and not self.can_still_grow():  # a plateau grows the network first
             progress.stopped_early = True
