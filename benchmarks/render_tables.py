@@ -297,6 +297,41 @@ def _nb201_report() -> str:
     return "\n".join(lines)
 
 
+GROWTH_REPORT = "report_nb201_cpu_growth.json"  # growth against none at equal wall time, on the report seeds
+
+
+def _arm(config: dict) -> str:
+    """A growth-comparison arm as words, from a run's ``config.json``: cells per stage, growth, warm-up epochs."""
+    depth, epochs = config["search"]["depth"], config["cycles"] * config["warmup_epochs"]
+    grown = [entry.split(":")[0] for entry in filter(None, config["grow_at"].split(","))]
+    if grown:
+        return (f"growth: {depth} -> {depth + 1} cells per stage (a gated cell after cycles {', '.join(grown)}), "
+                f"{epochs} warm-up epochs")  # fmt: skip
+    return f"no growth: {depth} cell{'s' if depth > 1 else ''} per stage, {epochs} warm-up epochs"
+
+
+@renderer("nb201_growth")
+def _nb201_growth() -> str:
+    """ASO-SE's growth against the same search without it, per arm: table accuracy, cells, wall time."""
+    result = load(GROWTH_REPORT)
+    rows = []
+    for method, s in result["methods"].items():
+        runs = [r for r in result["runs"] if r["method"] == method]
+        times = [r["wall_time_s"] for r in runs]
+        rows.append([_arm(runs[0]["config"]), _mean_std(s), f"{s['min']:.2f}", f"{s['max']:.2f}",
+                     f"{s['distinct_cells']} of {s['n']}",
+                     f"{sum(times) / len(times):.0f} s ({min(times):.0f}-{max(times):.0f})"])  # fmt: skip
+    header = ["arm (each then the cell by Zero-Cost-PT with ZiCo)", "table accuracy: mean ± std", "min", "max",
+              "distinct cells", "wall time: mean (range)"]  # fmt: skip
+    seeds = ", ".join(map(str, result["seeds"]))
+    return "\n".join([
+        md_table(header, rows),
+        "",
+        f"Report seeds {seeds} (`benchmarks/protocol.json`), once per arm; two runs at a time, each on its own core. "
+        f"Source: `benchmarks/results/{GROWTH_REPORT}`.",
+    ])  # fmt: skip
+
+
 @renderer("nb201_baselines")
 def _nb201_baselines() -> str:
     """Reference points computed from the NAS-Bench-201 table itself."""

@@ -37,6 +37,8 @@ import itertools
 import json
 import os
 import pathlib
+import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -73,17 +75,18 @@ NEUTRAL = ("data_dir", "checkpoint_every", "keep_checkpoints")
 
 
 def method_flags(method: str) -> list[str]:
-    """``name[:--flag=value,...]`` as search flags: ``--method name`` (none for ``preset``) and the extras."""
+    """``name[:--flag=value,...]`` as search flags: ``--method name`` (none for ``preset``) and the extras. A
+    comma not followed by ``--`` belongs to the value: ``preset:--grow-at=1:depth,2:depth``."""
     name, _, extra = method.partition(":")
     if name != "preset" and name not in METHODS:
         raise SystemExit(f"error: unknown method {name!r}; use preset or one of {', '.join(METHODS)}")
     flags = [] if name == "preset" else ["--method", name]
-    return flags + [part for flag in filter(None, extra.split(",")) for part in flag.split("=", 1)]
+    return flags + [part for flag in filter(None, re.split(r",(?=--)", extra)) for part in flag.split("=", 1)]
 
 
 def method_label(method: str) -> str:
     """A file-name-safe label: ``darts:--arch-lr=1e-3`` -> ``darts_arch-lr=1e-3``."""
-    return method.replace(":--", "_").replace(",--", "_").replace(":", "_")
+    return method.replace(":--", "_").replace(",--", "_").replace(":", "_").replace(",", "+")
 
 
 def load_protocol(path: pathlib.Path) -> dict:
@@ -172,14 +175,14 @@ def check_reusable(workdir: pathlib.Path, argv: list[str]) -> None:
         raise SystemExit(f"error: {err}") from None
 
 
-def run_one(args, method: str, seed: int, slot: int) -> pathlib.Path:
+def run_one(args, method: str, seed: int, core: int) -> pathlib.Path:
     """Runs (or continues) one search; returns its workdir."""
     workdir = run_dir(args, method, seed)
     if (workdir / "summary.json").exists():
         return workdir
     command = [sys.executable, str(SEARCH), *search_args(args, method, seed, workdir)]
     if args.parallel > 1 and shutil.which("taskset") and (os.cpu_count() or 1) >= args.parallel:
-        command = ["taskset", "-c", str(slot), *command]
+        command = ["taskset", "-c", str(core), *command]
     workdir.parent.mkdir(parents=True, exist_ok=True)
     with open(workdir.parent / f"{workdir.name}.log", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
@@ -383,9 +386,21 @@ def main(argv: list[str] | None = None) -> int:
         "data_sha256": data_file and file_sha256(data_file),
         "table_sha256": file_sha256(args.table),
     }
+    free = queue.SimpleQueue()  # the cores not running a search
+    for core in range(args.parallel):
+        free.put(core)
+
+    def pinned(method: str, seed: int) -> pathlib.Path:
+        core = free.get()
+        try:
+            return run_one(args, method, seed, core)
+        finally:
+            free.put(core)
+
+    order = sorted(range(len(jobs)), key=lambda i: (jobs[i][1], i))  # seed by seed: settings share the machine alike
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-        slots = [pool.submit(run_one, args, v, s, i % args.parallel) for i, (v, s) in enumerate(jobs)]
-        workdirs = [f.result() for f in slots]
+        started = {i: pool.submit(pinned, *jobs[i]) for i in order}
+        workdirs = [started[i].result() for i in range(len(jobs))]
     rows, curves = [], {}
     for (method, seed), workdir in zip(jobs, workdirs, strict=True):
         row, epochs = run_record(workdir, method_label(method), seed)

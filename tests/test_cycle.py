@@ -65,12 +65,12 @@ def test_bad_run_config_values_name_the_flag(fields, message):
 
 
 def test_presets_are_valid_and_named():
-    assert set(PRESETS) == {"reference", "darts", "darts-cpu", "nb201", "colab", "smoke", "nb201-cpu"}
+    assert set(PRESETS) == {"reference", "darts", "darts-cpu", "nb201", "colab", "smoke", "nb201-cpu", "nb201-cpu-grow"}
     reference = preset("reference")
     assert (reference.search.space, reference.search.init_channels, reference.search.depth) == ("chain", 32, 4)
     assert (reference.cycles, reference.warmup_epochs, reference.arch_epochs, reference.retrain_epochs) == (15, 5, 2, 3)
     assert preset("darts").search.space == "darts" and preset("nb201").search.space == "nb201"
-    names = "reference, darts, darts-cpu, nb201, colab, nb201-cpu, smoke"
+    names = "reference, darts, darts-cpu, nb201, colab, nb201-cpu, smoke, nb201-cpu-grow"
     with pytest.raises(ValueError, match=f"unknown preset 'fast'; use one of {names}"):
         preset("fast")
     assert dataclasses.replace(reference, search=SearchConfig(space="nb201")).search.space == "nb201"

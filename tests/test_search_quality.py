@@ -196,6 +196,10 @@ def test_the_benchmark_reads_a_run_into_its_record(scored_run, table_path):
         "--method", "darts", "--arch-lr", "1e-3", "--seed", "3"
     ]  # fmt: skip
     assert search_quality.method_flags("preset") == []
+    assert search_quality.method_flags("preset:--grow-at=1:depth,2:depth,--cycles=3") == [
+        "--grow-at", "1:depth,2:depth", "--cycles", "3"
+    ]  # fmt: skip
+    assert search_quality.method_label("preset:--grow-at=1:depth,2:depth") == "preset_grow-at=1_depth+2_depth"
     assert search_quality.method_label("beta_darts:--arch-reg-weight=5") == "beta_darts_arch-reg-weight=5"
 
 

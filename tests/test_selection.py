@@ -4,6 +4,7 @@ epoch record's cell is the one its own weights derive, the final weights are one
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import jax
@@ -15,7 +16,7 @@ from conftest import make_batch, search_setup
 from asose_jax.nn.losses import accuracy, cross_entropy
 from asose_jax.runtime.metrics_log import read_metrics
 from asose_jax.search.driver import train_and_evaluate
-from asose_jax.search.run_config import RunConfig
+from asose_jax.search.run_config import RunConfig, preset
 from asose_jax.search.sampling import decisiveness
 from asose_jax.search.selection import (
     ALONE,
@@ -30,6 +31,9 @@ from asose_jax.search.selection import (
     zico_score,
 )
 from asose_jax.search.step_config import SearchConfig
+from asose_jax.search.steps import supernet_from_config
+from asose_jax.spaces import space_of
+from asose_jax.spaces.base import Mutation
 from asose_jax.spaces.genotypes import NB201Genotype, derive_genotype
 
 TABLE = pathlib.Path(__file__).resolve().parent.parent / "benchmarks/tables/nb201_cifar10.csv.gz"
@@ -176,3 +180,31 @@ def test_more_selection_images_than_held_out_images_are_refused_before_the_run(n
     with pytest.raises(ValueError, match="--selection-images 32 is more than the 24 held-out images; use at most 24"):
         train_and_evaluate(_search(npz_path, tmp_path / "run", selection_images=32), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_growth_preset_grows_every_stage_once_before_the_selection():
+    config = preset("nb201-cpu-grow")
+    plain = preset("nb201-cpu")
+    assert config.forced_growth() == {1: "depth", 2: "depth", 3: "depth"} and config.cycles == 4
+    assert dataclasses.replace(config, cycles=1, growth="off", grow_at="") == plain  # otherwise the same search
+    model = supernet_from_config(config.search)
+    space = space_of(model)
+    for _ in config.forced_growth():
+        model = space.grown_model(model, Mutation("depth", space.choose_target(model, "depth")))
+    assert model.grown_cells == (1, 1, 1) and space.depth_of(model) == 2  # two cells in every stage
+
+
+def test_a_growth_search_preserves_the_function_at_the_growth_and_selects_on_the_grown_supernet(npz_path, tmp_path):
+    config = _search(npz_path, tmp_path / "run", cycles=2, growth="auto", grow_at="1:depth", arch_epochs=0,
+                     selection_measure=ZICO, selection_tune_steps=0)  # fmt: skip
+    summary = train_and_evaluate(config, tmp_path / "run")
+    records = list(read_metrics(tmp_path / "run" / "metrics.jsonl"))
+    (growth,) = [r for r in records if r["event"] == "growth"]
+    assert (growth["cycle"], growth["kind"], growth["architecture"]) == (1, "depth", {"grown_cells": [0, 0, 1]})
+    assert growth["params_after"] > growth["params_before"]
+    assert growth["val_loss_after"] == pytest.approx(growth["val_loss_before"], rel=1e-6)  # the gate starts at 0
+    assert growth["val_acc_after"] == growth["val_acc_before"]
+    decisions = [r for r in records if r["event"] == "selection"]
+    assert len(decisions) == 6 and all(r["step"] > growth["step"] for r in decisions)
+    assert summary["architecture"] == {"grown_cells": [0, 0, 1]} and summary["decisiveness"]["min_margin"] == 1.0
+    assert [r["phase"] for r in records if r["event"] == "epoch"] == ["warmup", "warmup"] + ["select"] * 6
