@@ -1,6 +1,7 @@
 """Perturbation-based selection: the pure pieces against hand computations, the removal evaluation against the
-supernet, and a tiny NAS-Bench-201 search end to end (each edge keeps the op whose removal costs most, every
-epoch record's cell is the one its own weights derive, the final weights are one-hot)."""
+supernet, a tiny NAS-Bench-201 search end to end per measure (each edge keeps the op of highest merit, every
+epoch record's cell is the one its own weights derive, the final weights are one-hot; the ZiCo one grows a cell
+first, which keeps the function), and the settings of the growth preset."""
 
 from __future__ import annotations
 
@@ -125,13 +126,12 @@ def _search(npz_path, workdir, **overrides) -> RunConfig:
     return RunConfig(search=search, **settings)
 
 
-@pytest.mark.parametrize("measure", [REMOVAL, ALONE, ZICO])
-def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(npz_path, tmp_path, measure):
-    summary = train_and_evaluate(_search(npz_path, tmp_path / "run", selection_measure=measure), tmp_path / "run")
-    records = list(read_metrics(tmp_path / "run" / "metrics.jsonl"))
+def _check_decisions(workdir: pathlib.Path, summary: dict, measure: str) -> tuple[list[dict], list[dict]]:
+    """Every edge decided once, on the op of highest merit, the merits as the recorded scores give them; every epoch
+    record's cell the one its own weights derive; one-hot at the end. Returns (records, epoch records)."""
+    records = list(read_metrics(workdir / "metrics.jsonl"))
     decisions = [r for r in records if r["event"] == "selection"]
     epochs = [r for r in records if r["event"] == "epoch"]
-    assert [r["phase"] for r in epochs] == ["warmup", "arch"] + ["select"] * 6
     assert sorted(d["row"] for d in decisions) == list(range(6)) and summary["selection_decisions"] == [
         {k: v for k, v in d.items() if k not in ("event", "cycle", "index")} for d in decisions
     ]
@@ -153,6 +153,14 @@ def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(npz_p
     assert {d["edge"] for d in decisions} == {"1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"}
     assert summary["decisiveness"]["min_margin"] == 1.0 == epochs[-1]["decisiveness"]["min_margin"]
     assert epochs[-2]["decisiveness"]["min_margin"] < 1.0  # one edge still undecided
+    return records, epochs
+
+
+@pytest.mark.parametrize("measure", [REMOVAL, ALONE])
+def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(npz_path, tmp_path, measure):
+    summary = train_and_evaluate(_search(npz_path, tmp_path / "run", selection_measure=measure), tmp_path / "run")
+    _, epochs = _check_decisions(tmp_path / "run", summary, measure)
+    assert [r["phase"] for r in epochs] == ["warmup", "arch"] + ["select"] * 6
     assert summary["steps"] == 3 + 3 + 6 * 2  # warm-up, arch (weight halves), tuning
 
 
@@ -194,17 +202,18 @@ def test_the_growth_preset_grows_every_stage_once_before_the_selection():
     assert model.grown_cells == (1, 1, 1) and space.depth_of(model) == 2  # two cells in every stage
 
 
-def test_a_growth_search_preserves_the_function_at_the_growth_and_selects_on_the_grown_supernet(npz_path, tmp_path):
-    config = _search(npz_path, tmp_path / "run", cycles=2, growth="auto", grow_at="1:depth", arch_epochs=0,
-                     selection_measure=ZICO, selection_tune_steps=0)  # fmt: skip
+def test_a_growth_search_preserves_the_function_at_the_growth_and_selects_by_zico_on_the_grown_supernet(
+    npz_path, tmp_path
+):
+    config = _search(npz_path, tmp_path / "run", cycles=2, growth="auto", grow_at="1:depth", selection_measure=ZICO)
     summary = train_and_evaluate(config, tmp_path / "run")
-    records = list(read_metrics(tmp_path / "run" / "metrics.jsonl"))
+    records, epochs = _check_decisions(tmp_path / "run", summary, ZICO)
     (growth,) = [r for r in records if r["event"] == "growth"]
     assert (growth["cycle"], growth["kind"], growth["architecture"]) == (1, "depth", {"grown_cells": [0, 0, 1]})
     assert growth["params_after"] > growth["params_before"]
     assert growth["val_loss_after"] == pytest.approx(growth["val_loss_before"], rel=1e-6)  # the gate starts at 0
     assert growth["val_acc_after"] == growth["val_acc_before"]
-    decisions = [r for r in records if r["event"] == "selection"]
-    assert len(decisions) == 6 and all(r["step"] > growth["step"] for r in decisions)
-    assert summary["architecture"] == {"grown_cells": [0, 0, 1]} and summary["decisiveness"]["min_margin"] == 1.0
-    assert [r["phase"] for r in records if r["event"] == "epoch"] == ["warmup", "warmup"] + ["select"] * 6
+    assert all(r["step"] > growth["step"] for r in records if r["event"] == "selection")  # on the grown supernet
+    assert summary["architecture"] == {"grown_cells": [0, 0, 1]}
+    assert [r["phase"] for r in epochs] == ["warmup", "arch"] * 2 + ["select"] * 6
+    assert summary["steps"] == 2 * (3 + 3) + 6 * 2  # two cycles of warm-up and arch, tuning
