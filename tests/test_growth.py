@@ -18,6 +18,8 @@ import pytest
 from conftest import IMAGE, make_batch, search_setup
 from flax.traverse_util import flatten_dict
 
+from asose_jax.runtime.estimate import CPU_STEP_FLOPS_PER_S, training_seconds
+from asose_jax.search import driver as search_driver
 from asose_jax.search import growth, search_run
 from asose_jax.search import iterations as search_iterations
 from asose_jax.search.run_config import RunConfig
@@ -389,3 +391,28 @@ def test_the_plateau_stop_waits_while_the_network_can_still_grow():
     assert not can_grow(_fake_run(RunConfig(cycles=10, grow_at="2:depth"), [], []))  # forced growth only
     capped = RunConfig(cycles=10, max_depth=2, max_width=1.0, max_branches=0)
     assert not can_grow(_fake_run(capped, [], []))
+
+
+def test_the_time_estimate_counts_each_phase_at_the_size_that_trains_in_it(npz_path):
+    """Warm-up and architecture steps at the cycle's starting size, re-training after its growth (``--grow-at``);
+    every step and evaluation counted once."""
+    search = dataclasses.replace(search_setup("nb201")[0], op_names=("none", "skip_connect", "nor_conv_3x3"))
+    plain = RunConfig(search=search, data=f"npz:{npz_path}", batch_size=8, cycles=3, warmup_epochs=1, arch_epochs=1,
+                      retrain_epochs=1, plateau_window=0, growth="off")  # fmt: skip
+    grown = dataclasses.replace(plain, growth="auto", grow_at="1:depth,2:depth")
+    runs = {name: search_driver.prepare(config, None, False) for name, config in (("plain", plain), ("grown", grown))}
+    models = search_driver.cycle_supernets(grown, runs["grown"].model)
+    assert [m.grown_cells for m in models] == [(0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 1, 1)]
+    flops = [search_driver.supernet_flops(m, (IMAGE, IMAGE, 3)) for m in models]
+    assert flops[0] < flops[1] < flops[2] == flops[3]
+    warmup, arch, _, retrain = runs["plain"].phases
+    held_out = runs["plain"].summary["data"]["arch_split"]
+    before = (warmup.steps + 2 * arch.steps) * 8 + 2 * held_out / 3  # images: warm-up, arch (two halves), 2 evaluations
+    after = retrain.steps * 8 + held_out / 3
+    steps = 3 * (warmup.steps + 2 * arch.steps + retrain.steps)
+    assert search_driver.estimated_seconds(runs["plain"]) == pytest.approx(
+        training_seconds(flops[0], 3 * (before + after), steps)
+    )
+    extra = sum((flops[c] - flops[0]) * before + (flops[c + 1] - flops[0]) * after for c in range(3))
+    difference = search_driver.estimated_seconds(runs["grown"]) - search_driver.estimated_seconds(runs["plain"])
+    assert difference == pytest.approx(3 * extra / CPU_STEP_FLOPS_PER_S)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -50,6 +51,7 @@ from asose_jax.runtime.rundir import (
 )
 from asose_jax.runtime.session import say
 from asose_jax.search import cycle
+from asose_jax.search.growth import grown_model
 from asose_jax.search.iterations import DERIVED, SUPERNET, param_counts, validation_measure
 from asose_jax.search.methods import method_of
 from asose_jax.search.nb201_table import NB201Table, load_nb201_table
@@ -59,7 +61,8 @@ from asose_jax.search.search_run import SearchRun
 from asose_jax.search.selection import LOSS_SCORED, PERTURBATION
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.search.steps import supernet_from_config
-from asose_jax.spaces import get_space, uniform_arch_weights
+from asose_jax.spaces import get_space, space_of, uniform_arch_weights
+from asose_jax.spaces.base import Mutation
 from asose_jax.spaces.genotypes import genotype_to_json
 
 SCANNED_CELLS = "scanned_cells"  # computed: whether the supernet's cells (or DARTS edges) are scanned, as saved
@@ -178,20 +181,46 @@ def run_search(
 
 
 def estimated_seconds(run: Prepared) -> float | None:
-    """The search's time on this backend (``asose_jax.runtime.estimate``): the supernet's forward FLOPs for every
-    image of every weight and architecture step, and a third of that for each epoch's held-out evaluation."""
-    config, model = run.config, run.model
-    weights, shape = uniform_arch_weights(model), tuple(run.data.x_train.shape[1:])
-    images = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    """The search's time on this backend (``asose_jax.runtime.estimate``): the forward FLOPs of the supernet that
+    trains then (``cycle_supernets``) for every image of every weight and architecture step, a third of that for
+    each epoch's held-out evaluation, and the final supernet's for the perturbation selection."""
+    config, held_out = run.config, run.summary["data"]["arch_split"]
+    warmup, arch, _, retrain = run.phases
+    extra = arch.steps if config.arch_phase == "alternate" else 0  # a weight step per arch step
+    before = (warmup.steps + arch.steps + extra, warmup.epochs + arch.epochs)  # (steps, epochs) before the mutation
+    after = (retrain.steps, retrain.epochs)
+    models = cycle_supernets(config, run.model)
+    flops = {id(m): supernet_flops(m, tuple(run.data.x_train.shape[1:])) for m in models}
+    seconds = [
+        training_seconds(flops[id(m)], steps * config.batch_size + epochs * held_out / 3, steps)
+        for c in range(config.cycles)
+        for m, (steps, epochs) in ((models[c], before), (models[c + 1], after))
+    ]
+    tuning = config.selection_steps(sum(e for e, _ in run.model.arch_shapes().values()))
+    selection = tuning * config.batch_size + selection_images(config, run.model.arch_shapes(), held_out)
+    seconds.append(training_seconds(flops[id(models[-1])], selection, tuning))
+    return None if None in seconds else sum(seconds)
+
+
+def cycle_supernets(config: RunConfig, model: nn.Module) -> list[nn.Module]:
+    """``cycles + 1`` supernets: the initial one, then the one after each cycle's mutation phase, grown by the
+    ``--grow-at`` growths (growth at a plateau cannot be foreseen; caps are not checked)."""
+    models, forced = [model], config.forced_growth()
+    for c in range(1, config.cycles + 1):
+        if c in forced:
+            kind = forced[c]
+            factor = config.width_factor if kind == "width" else 1.0
+            model = grown_model(model, Mutation(kind, space_of(model).choose_target(model, kind), factor))
+        models.append(model)
+    return models
+
+
+def supernet_flops(model: nn.Module, image_shape: tuple[int, ...]) -> float:
+    """Forward FLOPs of ``model`` on one image at uniform architecture weights (traced, not compiled)."""
+    weights = uniform_arch_weights(model)
+    images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, weights, train=False), images)
-    flops = forward_flops(lambda v, x: model.apply(v, x, weights, train=False), variables, shape)
-    arch = next(p for p in run.phases if p.name == cycle.ARCH)
-    extra = config.cycles * arch.steps if config.arch_phase == "alternate" else 0  # a weight step per arch step
-    epochs = config.cycles * sum(p.epochs for p in run.phases)
-    evaluated = epochs * run.summary["data"]["arch_split"] / 3  # forward passes only
-    evaluated += selection_images(config, model.arch_shapes(), run.summary["data"]["arch_split"])
-    steps = config.search.total_steps + extra
-    return training_seconds(flops, steps * config.batch_size + evaluated, steps)
+    return forward_flops(lambda v, x: model.apply(v, x, weights, train=False), variables, image_shape)
 
 
 def selection_images(config: RunConfig, shapes: dict[str, tuple[int, int]], held_out: int) -> float:
