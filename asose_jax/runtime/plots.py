@@ -77,7 +77,7 @@ def plot_arch_weights(epochs: list[dict], op_names: list[str], path: pathlib.Pat
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = _pyplot().subplots(rows, cols, figsize=(3.2 * cols, 0.25 * len(op_names) * rows + 1.0 * rows),
-                             squeeze=False, sharey=True)  # fmt: skip
+                                   squeeze=False, sharey=True)  # fmt: skip
     steps = [r["step"] for r in epochs]
     for ax, (name, label) in zip(axes.flat, panels, strict=False):
         rows = [_edge_labels(r, name) for r in epochs]
