@@ -77,6 +77,12 @@ def test_zico_score_by_hand():
     np.testing.assert_allclose(zico_score(grads), np.log(2.0), rtol=1e-6)
     np.testing.assert_allclose(zico_score({"a": -grads["a"]}), np.log(2.0), rtol=1e-6)  # signs do not matter
     assert np.isfinite(float(zico_score({"b": grads["b"]}))) and float(zico_score({"b": grads["b"]})) == 0.0
+    # Two cells stacked by a scan are two layers, as when unrolled: the layout does not change the score.
+    cells = [jax.random.normal(jax.random.key(k), (4, 3, 2)) for k in (1, 2)]
+    unrolled = {"stage_cell_0": {"conv": cells[0]}, "stage_cell_1": {"conv": cells[1]}}
+    scanned = {"stage_scan": {"conv": jnp.stack(cells, axis=1)}}
+    np.testing.assert_allclose(zico_score(scanned), zico_score(unrolled), rtol=1e-6)
+    assert float(zico_score({"stage": {"conv": jnp.stack(cells, axis=1)}})) < float(zico_score(unrolled))  # one layer
 
 
 def test_a_decision_makes_the_edge_one_hot_and_leaves_the_rest():

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asose_jax.nn.initializers import SCANNED
+
 ARGMAX, PERTURBATION = "argmax", "perturbation"
 SELECTIONS = (ARGMAX, PERTURBATION)
 REMOVAL, ALONE, ZICO = "removal", "alone", "zico"
@@ -86,13 +88,16 @@ def decided_logits(logits: dict[str, np.ndarray], edge: tuple[str, int], op: int
 
 def zico_score(grads: dict) -> jax.Array:
     """ZiCo (Li et al. 2023) of per-batch weight gradients ``grads`` (a pytree, each leaf ``[N, ...]`` over N >= 2
-    batches): ``sum_l log(sum_i mean_n |g_nli| / std_n g_nli)`` over the leaves ``l`` (weight tensors), the sum over
-    the entries ``i`` whose gradient varies across batches; a leaf with no such entry adds nothing."""
+    batches): ``sum_l log(sum_i mean_n |g_nli| / std_n g_nli)`` over the layers ``l``, the sum over the entries
+    ``i`` whose gradient varies across batches; a layer with no such entry adds nothing. A layer is a leaf, or one
+    slice of a leaf stacked under a scanned module (``..._scan``, one leading axis per scan), so the score does
+    not depend on whether cells are scanned."""
 
-    def leaf(g: jax.Array) -> jax.Array:
+    def leaf(path: tuple, g: jax.Array) -> jax.Array:
+        stacked = sum(str(getattr(key, "key", key)).endswith(SCANNED) for key in path)  # layer axes after N
         std = jnp.std(g, axis=0)
         ratio = jnp.where(std > 0, jnp.mean(jnp.abs(g), axis=0) / jnp.where(std > 0, std, 1.0), 0.0)
-        total = jnp.sum(ratio)
-        return jnp.where(total > 0, jnp.log(jnp.where(total > 0, total, 1.0)), 0.0)
+        total = jnp.sum(ratio, axis=tuple(range(stacked, ratio.ndim)))  # one sum per layer
+        return jnp.sum(jnp.where(total > 0, jnp.log(jnp.where(total > 0, total, 1.0)), 0.0))
 
-    return sum(leaf(g) for g in jax.tree.leaves(grads))
+    return sum(leaf(path, g) for path, g in jax.tree_util.tree_leaves_with_path(grads))
