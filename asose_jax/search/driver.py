@@ -51,7 +51,7 @@ from asose_jax.runtime.rundir import (
 )
 from asose_jax.runtime.session import say
 from asose_jax.search import cycle
-from asose_jax.search.growth import grown_model
+from asose_jax.search.growth import grown_model, planned_mutation
 from asose_jax.search.iterations import DERIVED, SUPERNET, param_counts, validation_measure
 from asose_jax.search.methods import method_of
 from asose_jax.search.nb201_table import NB201Table, load_nb201_table
@@ -61,8 +61,7 @@ from asose_jax.search.search_run import SearchRun
 from asose_jax.search.selection import LOSS_SCORED, PERTURBATION
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.search.steps import supernet_from_config
-from asose_jax.spaces import get_space, space_of, uniform_arch_weights
-from asose_jax.spaces.base import Mutation
+from asose_jax.spaces import get_space, uniform_arch_weights
 from asose_jax.spaces.genotypes import genotype_to_json
 
 SCANNED_CELLS = "scanned_cells"  # computed: whether the supernet's cells (or DARTS edges) are scanned, as saved
@@ -208,9 +207,7 @@ def cycle_supernets(config: RunConfig, model: nn.Module) -> list[nn.Module]:
     models, forced = [model], config.forced_growth()
     for c in range(1, config.cycles + 1):
         if c in forced:
-            kind = forced[c]
-            factor = config.width_factor if kind == "width" else 1.0
-            model = grown_model(model, Mutation(kind, space_of(model).choose_target(model, kind), factor))
+            model = grown_model(model, planned_mutation(model, forced[c], config.width_factor))
         models.append(model)
     return models
 

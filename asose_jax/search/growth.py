@@ -198,6 +198,12 @@ def exceeded_cap(
     return None
 
 
+def planned_mutation(model: nn.Module, kind: str, width_factor: float) -> Mutation:
+    """The ``kind`` growth of ``model`` as the rule applies it: the target its space chooses, ``width_factor``
+    for a width growth."""
+    return Mutation(kind, space_of(model).choose_target(model, kind), width_factor if kind == "width" else 1.0)
+
+
 def next_mutation(
     model: nn.Module,
     kinds: Sequence[str],
@@ -212,7 +218,7 @@ def next_mutation(
         if kind not in space.growth_kinds:
             refused.append(f"{kind}: not a mutation of the {space.name} space")
             continue
-        mutation = Mutation(kind, space.choose_target(model, kind), width_factor if kind == "width" else 1.0)
+        mutation = planned_mutation(model, kind, width_factor)
         if (cap := exceeded_cap(model, mutation, caps, count_weights)) is None:
             return mutation, refused
         refused.append(f"{kind}: {cap}")
