@@ -230,7 +230,9 @@ def _setting(config: dict) -> str:
     choice."""
     epochs = f"{config['warmup_epochs']} warm-up + {config['arch_epochs']} architecture epochs"
     if config["arch_epochs"]:
-        epochs += f" (arch lr {config['search']['arch_lr']:g})"
+        search = config["search"]
+        regularizer = "" if search["arch_regularizer"] == "none" else f" + {search['arch_regularizer']}"
+        epochs += f" (`{search['sampler']}`{regularizer}, arch lr {search['arch_lr']:g})"
     if config.get("selection", "argmax") == "argmax":
         return f"{epochs}; argmax of the logits"
     measure = config.get("selection_measure", "removal")  # runs made before the measures had a name: removal
@@ -329,6 +331,87 @@ def _nb201_growth() -> str:
         "",
         f"Report seeds {seeds} (`benchmarks/protocol.json`), once per arm; two runs at a time, each on its own core. "
         f"Source: `benchmarks/results/{GROWTH_REPORT}`.",
+    ])  # fmt: skip
+
+
+# Per ``--method``: its select-stage result over the protocol's ``--arch-lr`` grid (2 warm-up + 8 architecture
+# epochs, argmax of the logits), or None where only the five-method matrix, one arch lr, measured it.
+METHOD_GRIDS = {
+    "beta_darts": "select_nb201_cpu_preset.json",
+    "gdas": "select_nb201_cpu_gdas.json",
+    "aso_se": "select_nb201_cpu_aso_se.json",
+    "darts": None,
+    "drnas": None,
+}
+NOT_WORKING = "[not working at this budget](docs/search-quality.md#the-gumbel-methods-at-this-budget)"
+
+
+def _best_point(result: dict) -> tuple[dict, dict]:
+    """``(summary, a run)`` of the grid point with the highest mean table accuracy (the first of equals)."""
+    key = max(result["methods"], key=lambda k: result["methods"][k]["mean"])
+    return result["methods"][key], next(r for r in result["runs"] if r["method"] == key)
+
+
+@renderer("nb201_methods")
+def _nb201_methods() -> str:
+    """Every ``--method`` on the selection seeds against the initial logits' argmax on the same seeds."""
+    baseline = load(SELECT_STAGE[0])["baselines"]["initial_argmax"]
+    matrix = load(SEARCH_QUALITY)["methods"]
+    rows = []
+    for method, name in METHOD_GRIDS.items():
+        if name:
+            summary, run = _best_point(load(name))
+            mean, found = summary["mean"], f"{_mean_std(summary)} ({summary['min']:.2f}-{summary['max']:.2f})"
+            search = run["config"]["search"]
+            regularizer = "" if search["arch_regularizer"] == "none" else f", weight {search['arch_reg_weight']:g}"
+            setting = f"arch lr {search['arch_lr']:g}{regularizer}, best of the grid (`{name}`)"
+        else:
+            summary = matrix[method]
+            mean, found = summary["table_acc_mean"], mean_range(summary)
+            setting = f"arch lr 0.003 only, before the protocol (`{SEARCH_QUALITY}`)"
+        status = (
+            "above it on the selection seeds; not yet run on the report seeds"
+            if mean > baseline["mean"]
+            else NOT_WORKING
+        )
+        rows.append([f"`{method}`", found, setting, status])
+    return "\n".join([
+        md_table(["`--method`", "table accuracy on selection seeds 0-2: mean (range)", "setting", "against the "
+                  f"initial logits' argmax ({_mean_std(baseline)} on the same seeds)"], rows),
+        "",
+        "Every method on the proxy's supernet (8 channels, one cell per stage) with 2 warm-up and 8 architecture "
+        "epochs and the argmax of its logits. Source: the files named, in `benchmarks/results/`.",
+    ])  # fmt: skip
+
+
+GRADIENT_NOISE = "arch_gradient_noise_nb201_cpu.json"  # benchmarks/arch_gradient_noise.py on finished searches
+
+
+@renderer("nb201_gradient_noise")
+def _nb201_gradient_noise() -> str:
+    """Per searched run and sampler: how reliably one architecture gradient orders an edge's two leading ops."""
+    import statistics
+
+    result = load(GRADIENT_NOISE)
+    rows = []
+    for run in result["runs"]:
+        search = run["config"]["search"]
+        label = f"`{search['sampler']}`, arch lr {search['arch_lr']:g}, seed {search['seed']}"
+        for r in run["results"]:
+            edges = len(r["edges"])
+            tau = f" at tau {r['temperature']:g}" if r["sampler"].startswith("gumbel") else ""
+            steps = statistics.median(e["steps_needed"] for e in r["edges"])
+            rows.append([label, f"`{r['sampler']}`{tau}", f"{r['median_snr']:.2f}", f"{steps:,.0f}",
+                         f"{run['arch_steps']:,}", f"{r['favoured_has_weights']} of {edges}",
+                         f"{r['favoured_is_argmax']} of {edges}"])  # fmt: skip
+    header = ["search (weights and logits at its end)", "gradient taken with", "median snr",
+              "median steps to average", "arch steps the search took", "favoured op is a convolution",
+              "favoured op is the logits' argmax"]  # fmt: skip
+    return "\n".join([
+        md_table(header, rows),
+        "",
+        f"{result['draws']} held-out batches per row; snr and steps per edge as in the script's docstring, the "
+        f"median over the 6 edges. Source: `benchmarks/results/{GRADIENT_NOISE}`.",
     ])  # fmt: skip
 
 
