@@ -222,6 +222,7 @@ SELECT_STAGE = (
     "select_nb201_cpu_alone.json",
     "select_nb201_cpu_zico.json",
     "select_nb201_cpu_zico_3x.json",  # the chosen setting with 3x the training: its collapse check, after the choice
+    "select_nb201_cpu_gdas.json",  # GDAS over the grid, on the 2 + 8 epoch setting of the first rows
 )
 
 
@@ -335,52 +336,63 @@ def _nb201_growth() -> str:
 
 
 # Per ``--method``: its select-stage result over the protocol's ``--arch-lr`` grid (2 warm-up + 8 architecture
-# epochs, argmax of the logits), or None where only the five-method matrix, one arch lr, measured it.
+# epochs, argmax of the logits), or None where only the five-method matrix, one arch lr, measured it; and the
+# section of docs/search-quality.md that says why it fails where it does.
 METHOD_GRIDS = {
-    "beta_darts": "select_nb201_cpu_preset.json",
-    "gdas": "select_nb201_cpu_gdas.json",
-    "aso_se": "select_nb201_cpu_aso_se.json",
-    "darts": None,
-    "drnas": None,
+    "beta_darts": ("select_nb201_cpu_preset.json", "measured-the-selection-stage"),
+    "gdas": ("select_nb201_cpu_gdas.json", "the-gumbel-methods-at-this-budget"),
+    "aso_se": (None, "the-gumbel-methods-at-this-budget"),
+    "darts": (None, "measured-five-methods-three-seeds"),
+    "drnas": (None, "measured-five-methods-three-seeds"),
 }
-NOT_WORKING = "[not working at this budget](docs/search-quality.md#the-gumbel-methods-at-this-budget)"
 
 
-def _best_point(result: dict) -> tuple[dict, dict]:
-    """``(summary, a run)`` of the grid point with the highest mean table accuracy (the first of equals)."""
+def _best_point(result: dict) -> list[dict]:
+    """The runs of the grid point with the highest mean table accuracy (the first of equals)."""
     key = max(result["methods"], key=lambda k: result["methods"][k]["mean"])
-    return result["methods"][key], next(r for r in result["runs"] if r["method"] == key)
+    return [r for r in result["runs"] if r["method"] == key]
+
+
+def _method_row(method: str, name: str | None, anchor: str, baseline: dict) -> list[str]:
+    """A method's row: its table accuracy, setting, and how it compares with the initial logits' argmax, in the
+    mean and seed by seed (the first epoch record's cell is the initial logits' argmax)."""
+    if name:
+        runs = _best_point(load(name))
+        search = runs[0]["config"]["search"]
+        regularizer = "" if search["arch_regularizer"] == "none" else f", weight {search['arch_reg_weight']:g}"
+        setting = f"arch lr {search['arch_lr']:g}{regularizer}, best of the grid (`{name}`)"
+    else:
+        runs = [r for r in load(SEARCH_QUALITY)["runs"] if r["method"] == method]
+        setting = f"arch lr 0.003 only, before the protocol (`{SEARCH_QUALITY}`)"
+    accs = [r["table_acc"] for r in runs]
+    mean = sum(accs) / len(accs)
+    beaten = sum(r["table_acc"] > r["table_acc_per_epoch"][0] for r in runs)
+    working = mean > baseline["mean"] and 2 * beaten > len(runs)
+    verdict = "above it; report seeds not yet run" if working else (
+        f"[not working at this budget](docs/search-quality.md#{anchor})")  # fmt: skip
+    return [f"`{method}`", f"{mean:.2f} ({min(accs):.2f}-{max(accs):.2f})", setting,
+            f"{beaten} of {len(runs)}", verdict]  # fmt: skip
 
 
 @renderer("nb201_methods")
 def _nb201_methods() -> str:
     """Every ``--method`` on the selection seeds against the initial logits' argmax on the same seeds."""
     baseline = load(SELECT_STAGE[0])["baselines"]["initial_argmax"]
-    matrix = load(SEARCH_QUALITY)["methods"]
-    rows = []
-    for method, name in METHOD_GRIDS.items():
-        if name:
-            summary, run = _best_point(load(name))
-            mean, found = summary["mean"], f"{_mean_std(summary)} ({summary['min']:.2f}-{summary['max']:.2f})"
-            search = run["config"]["search"]
-            regularizer = "" if search["arch_regularizer"] == "none" else f", weight {search['arch_reg_weight']:g}"
-            setting = f"arch lr {search['arch_lr']:g}{regularizer}, best of the grid (`{name}`)"
-        else:
-            summary = matrix[method]
-            mean, found = summary["table_acc_mean"], mean_range(summary)
-            setting = f"arch lr 0.003 only, before the protocol (`{SEARCH_QUALITY}`)"
-        status = (
-            "above it on the selection seeds; not yet run on the report seeds"
-            if mean > baseline["mean"]
-            else NOT_WORKING
-        )
-        rows.append([f"`{method}`", found, setting, status])
+    rows = [_method_row(m, name, anchor, baseline) for m, (name, anchor) in METHOD_GRIDS.items()]
+    header = [
+        "`--method`",
+        "table accuracy, selection seeds 0-2: mean (range)",
+        "setting",
+        "seeds where it beats its initial cell",
+        f"against the initial logits' argmax ({_mean_std(baseline)})",
+    ]
     return "\n".join([
-        md_table(["`--method`", "table accuracy on selection seeds 0-2: mean (range)", "setting", "against the "
-                  f"initial logits' argmax ({_mean_std(baseline)} on the same seeds)"], rows),
+        md_table(header, rows),
         "",
-        "Every method on the proxy's supernet (8 channels, one cell per stage) with 2 warm-up and 8 architecture "
-        "epochs and the argmax of its logits. Source: the files named, in `benchmarks/results/`.",
+        "Every method on the proxy's supernet (8 channels, one cell per stage), 2 warm-up and 8 architecture "
+        "epochs, then the argmax of its logits. A method counts as working when its mean is above the initial "
+        "logits' and its cell beats the initial cell on most seeds. Source: the files named, in "
+        "`benchmarks/results/`.",
     ])  # fmt: skip
 
 

@@ -36,6 +36,18 @@ def test_generated_tables_are_up_to_date():
     assert not stale, f"stale generated blocks (run python benchmarks/render_tables.py): {stale}"
 
 
+def test_the_readme_method_table_covers_every_method():
+    """Every ``--method`` has a row, each with its measured setting and a verdict against the initial logits."""
+    from asose_jax.search.methods import METHODS
+
+    render_tables = _render_tables()
+    assert set(render_tables.METHOD_GRIDS) == set(METHODS)
+    table = [line for line in render_tables.RENDERERS["nb201_methods"]().splitlines() if line.startswith("|")]
+    rows = [row.split("|")[1:-1] for row in table[2:]]  # after the header and its rule
+    assert [cells[0].strip(" `") for cells in rows] == list(render_tables.METHOD_GRIDS)
+    assert all(cells[-1].strip() for cells in rows)  # each with its verdict
+
+
 def test_a_stale_block_is_found(tmp_path):
     render_tables = _render_tables()
     page = tmp_path / "page.md"
