@@ -89,11 +89,11 @@ def gradient_draws(search: SearchConfig, model, state: dict, batches: list[dict]
     base = jax.random.wrap_key_data(state["rng"], impl=search.prng_impl)
 
     @jax.jit
-    def one(draw: jax.Array, batch: dict) -> dict:
+    def one(state: dict, draw: jax.Array, batch: dict) -> dict:
         key = jax.random.key_data(jax.random.fold_in(base, draw))
         return steps.arch_grad({**state, "rng": key}, batch)[0]
 
-    grads = [one(jnp.int32(i), batch) for i, batch in enumerate(batches)]
+    grads = [one(state, jnp.int32(i), batch) for i, batch in enumerate(batches)]
     return {name: np.stack([np.asarray(g[name]) for g in grads]) for name in grads[0]}
 
 
