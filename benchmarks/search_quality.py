@@ -407,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         command = [str(SEARCH), *search_args(args, method, seed, workdir)]
         rows.append({**row, "command": [a.replace(f"{ROOT}/", "") for a in command]})
         curves[f"{method_label(method)} seed {seed}"] = epochs
-    arch_epochs = preset(args.preset).arch_epochs * args.arch_epochs_scale
+    epochs = sorted({row["config"]["arch_epochs"] for row in rows})  # the runs' own: a method's flags may set them
+    arch_epochs = epochs[0] if len(epochs) == 1 else epochs
     per_method = aggregate(rows)
     result = {"stage": args.stage, "protocol": protocol, "grid": grid, "seeds": seeds, "preset": args.preset,
               "arch_epochs": arch_epochs, "data": args.data, "table": str(args.table).replace(f"{ROOT}/", ""),

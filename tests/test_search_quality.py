@@ -319,6 +319,7 @@ def test_the_benchmark_end_to_end_on_a_finished_run(scored_run, npz_path, table_
     assert result["stage"] == "select" and result["seeds"] == [0] and result["chosen"] == {"gdas": "gdas"}
     (run,) = result["runs"]
     assert run["config"] == json.loads((scored_run / "config.json").read_text())
+    assert result["arch_epochs"] == 2  # the run's (TINY's), not the preset's 0
     assert run["table_acc"] == table_by_hand(table_path)[run["arch_str"]]
     assert result["methods"]["gdas"]["mean"] == run["table_acc"] and result["methods"]["gdas"]["std"] is None
     assert result["baselines"]["all_convolution"]["mean"] == 80.0
