@@ -226,14 +226,19 @@ SELECT_STAGE = (
 )
 
 
+def _method_setting(search: dict) -> str:
+    """```softmax` + beta 5, arch lr 0.001``: a run's sampler, regulariser and weight, and arch lr."""
+    regularizer = "" if search["arch_regularizer"] == "none" else (
+        f" + {search['arch_regularizer']} {search['arch_reg_weight']:g}")  # fmt: skip
+    return f"`{search['sampler']}`{regularizer}, arch lr {search['arch_lr']:g}"
+
+
 def _setting(config: dict) -> str:
     """A run's search and selection as words, from its ``config.json``: epochs, the logits' training, the cell's
     choice."""
     epochs = f"{config['warmup_epochs']} warm-up + {config['arch_epochs']} architecture epochs"
     if config["arch_epochs"]:
-        search = config["search"]
-        regularizer = "" if search["arch_regularizer"] == "none" else f" + {search['arch_regularizer']}"
-        epochs += f" (`{search['sampler']}`{regularizer}, arch lr {search['arch_lr']:g})"
+        epochs += f" ({_method_setting(config['search'])})"
     if config.get("selection", "argmax") == "argmax":
         return f"{epochs}; argmax of the logits"
     measure = config.get("selection_measure", "removal")  # runs made before the measures had a name: removal
@@ -358,9 +363,7 @@ def _method_row(method: str, name: str | None, anchor: str, baseline: dict) -> l
     mean and seed by seed (the first epoch record's cell is the initial logits' argmax)."""
     if name:
         runs = _best_point(load(name))
-        search = runs[0]["config"]["search"]
-        regularizer = "" if search["arch_regularizer"] == "none" else f", weight {search['arch_reg_weight']:g}"
-        setting = f"arch lr {search['arch_lr']:g}{regularizer}, best of the grid (`{name}`)"
+        setting = f"{_method_setting(runs[0]['config']['search'])}, best of the grid (`{name}`)"
     else:
         runs = [r for r in load(SEARCH_QUALITY)["runs"] if r["method"] == method]
         setting = f"arch lr 0.003 only, before the protocol (`{SEARCH_QUALITY}`)"
@@ -423,7 +426,7 @@ def _nb201_gradient_noise() -> str:
         md_table(header, rows),
         "",
         f"{result['draws']} held-out batches per row; snr and steps per edge as in the script's docstring, the "
-        f"median over the 6 edges. Source: `benchmarks/results/{GRADIENT_NOISE}`.",
+        f"median over the cell's edges. Source: `benchmarks/results/{GRADIENT_NOISE}`.",
     ])  # fmt: skip
 
 
