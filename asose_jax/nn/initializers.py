@@ -10,6 +10,8 @@ from a single truncated-normal draw: the same distribution, one kernel to compil
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,12 +25,29 @@ _CONSTANT_LEAVES = {("params", "scale"): 1.0, ("params", "bias"): 0.0, ("params"
                     ("batch_stats", "mean"): 0.0, ("batch_stats", "var"): 1.0}  # fmt: skip
 
 
+def abstract_variables(model: nn.Module, image_shape: tuple[int, ...], *args, **kwargs) -> dict:
+    """The shapes and dtypes (``jax.ShapeDtypeStruct`` leaves) of ``model.init(key, images, *args, **kwargs)`` for
+    one image of ``image_shape``. Traced once per model and input shapes: a run asks for them several times (its
+    initialisation, weight count, FLOP and memory estimates), and each trace walks the whole model."""
+    leaves, treedef = jax.tree.flatten(args)
+    specs = tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves)
+    return _abstract_variables(model, tuple(image_shape), treedef, specs, tuple(sorted(kwargs.items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _abstract_variables(model: nn.Module, image_shape: tuple, treedef, specs: tuple, kwargs: tuple) -> dict:
+
+    def init(images: jax.Array, *args) -> dict:
+        return model.init(jax.random.key(0), images, *args, **dict(kwargs))
+
+    images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    return jax.eval_shape(init, images, *jax.tree.unflatten(treedef, specs))
+
+
 def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int], *args, **kwargs) -> dict:
     """``{"params", "batch_stats"}`` for ``model``, distributed as ``model.init(key, images, *args, **kwargs)``
     would draw them (``args``, ``kwargs``: the model's inputs after the images)."""
-    images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, *args, **kwargs), images)
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_variables(model, image_shape, *args, **kwargs))
     kinds = []
     for path, _ in leaves:
         kind = (path[0].key, path[-1].key)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Jaxpr, Var, jaxprs_in_params
 
+from asose_jax.nn.initializers import abstract_variables
 from asose_jax.runtime.input_pipeline import ImageArrays
 from asose_jax.spaces import uniform_arch_weights
 
@@ -123,8 +124,7 @@ def estimate_step_memory(
     with ``apply_kwargs`` and a key per ``rng_streams`` name, as the training step calls it."""
     inputs = (uniform_arch_weights(model),) if hasattr(model, "arch_shapes") else ()
     image_shape = data.x_train.shape[1:]
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, *inputs, train=False),
-                               jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))  # fmt: skip
+    variables = abstract_variables(model, image_shape, *inputs, train=False)
     per_device = max(1, batch_size // jax.device_count())
     rngs = {name: jax.random.key(0) for name in rng_streams}
 

@@ -23,9 +23,8 @@ import dataclasses
 import pathlib
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
+from asose_jax.nn.initializers import abstract_variables
 from asose_jax.runtime import plots
 from asose_jax.runtime.checkpointing import has_checkpoint
 from asose_jax.runtime.cli import flag_names
@@ -215,8 +214,7 @@ def cycle_supernets(config: RunConfig, model: nn.Module) -> list[nn.Module]:
 def supernet_flops(model: nn.Module, image_shape: tuple[int, ...]) -> float:
     """Forward FLOPs of ``model`` on one image at uniform architecture weights (traced, not compiled)."""
     weights = uniform_arch_weights(model)
-    images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, weights, train=False), images)
+    variables = abstract_variables(model, image_shape, weights, train=False)
     return forward_flops(lambda v, x: model.apply(v, x, weights, train=False), variables, image_shape)
 
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
+from asose_jax.nn.initializers import abstract_variables
 from asose_jax.runtime.input_pipeline import (
     augment,
     normalize,
@@ -138,8 +139,5 @@ def make_iterations(
 
 def param_counts(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, int]:
     """``{"weights": trainable weights, "arch": architecture logits}``, from shapes only."""
-    images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    variables = jax.eval_shape(
-        lambda x: model.init(jax.random.key(0), x, uniform_arch_weights(model), train=False), images
-    )
+    variables = abstract_variables(model, image_shape, uniform_arch_weights(model), train=False)
     return {"weights": count_params(variables["params"]), "arch": sum(e * k for e, k in model.arch_shapes().values())}

@@ -22,7 +22,7 @@ import optax
 from jax.sharding import Mesh
 
 from asose_jax.nn.conv import auto_impl
-from asose_jax.nn.initializers import init_variables
+from asose_jax.nn.initializers import abstract_variables, init_variables
 from asose_jax.nn.losses import accuracy, cross_entropy, smoothed_cross_entropy
 from asose_jax.nn.optimizers import descend, weight_optimizer
 from asose_jax.nn.schedules import learning_rate_schedule
@@ -172,7 +172,7 @@ def flops_per_image(net: nn.Module, variables: dict, image_shape: tuple[int, int
     images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     if getattr(net, "scan_cells", False):
         net = net.clone(scan_cells=False)
-        variables = jax.eval_shape(lambda x: net.init(jax.random.key(0), x, train=False), images)
+        variables = abstract_variables(net, image_shape, train=False)
     with auto_impl("xla"):
         traced = jax.jit(lambda v, x: net.apply(v, x, train=False)[0]).trace(variables, images)
     try:
