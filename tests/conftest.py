@@ -109,9 +109,9 @@ _RUN_FILES_KEY = pytest.StashKey[bytes]()
 
 # The files that take longest (seconds of work, measured cold on 2 cores with --durations), started first: with
 # ``--dist loadfile`` each file runs on one worker, and longest-first keeps the two workers' loads even.
-LONGEST_FIRST = ("test_steps.py", "test_scanned_cells.py", "test_resume.py", "test_fault_points.py",
-                 "test_train_faults.py", "test_multidevice.py", "test_growth.py", "test_extending.py",
-                 "test_multihost.py", "test_search_quality.py")  # fmt: skip
+LONGEST_FIRST = ("test_fault_points.py", "test_resume.py", "test_scanned_cells.py", "test_train_faults.py",
+                 "test_multidevice.py", "test_selection.py", "test_steps.py", "test_growth.py", "test_multihost.py",
+                 "test_search_quality.py", "test_notebook.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items) -> None:
