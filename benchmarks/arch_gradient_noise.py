@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import pathlib
 import sys
@@ -35,6 +36,7 @@ import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from asose_jax.nn.operations import OPS  # noqa: E402
 from asose_jax.runtime.checkpointing import Checkpoints, has_checkpoint  # noqa: E402
 from asose_jax.runtime.input_pipeline import normalize, split_for_architecture  # noqa: E402
 from asose_jax.search.driver import prepare  # noqa: E402
@@ -112,6 +114,15 @@ def edge_rows(grads: dict, arch: dict, op_names: tuple[str, ...]) -> list[dict]:
     return rows
 
 
+@functools.cache
+def has_weights(op: str) -> bool:
+    """Whether ``op`` has trainable weights on a stride-1 edge (where a cell's edges are), from its variables."""
+    module = OPS[op](4, 1, False)
+    images = jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32)
+    variables = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False), images)
+    return bool(jax.tree.leaves(variables.get("params", {})))
+
+
 def run_report(workdir: pathlib.Path, data: str | None, draws: int, samplers: list[str], taus: list[float]) -> dict:
     """The gradient statistics of one run directory under every sampler and temperature; prints them."""
     config, model, state, arrays = saved_state(workdir, data)
@@ -125,7 +136,7 @@ def run_report(workdir: pathlib.Path, data: str | None, draws: int, samplers: li
             results.append({"sampler": sampler, "temperature": tau, "edges": rows,
                             "median_snr": float(np.median([r["snr"] for r in rows])),
                             "favoured_is_argmax": sum(r["favoured"] == r["argmax"] for r in rows),
-                            "favoured_has_weights": sum("conv" in r["favoured"] for r in rows)})  # fmt: skip
+                            "favoured_has_weights": sum(has_weights(r["favoured"]) for r in rows)})  # fmt: skip
             print(f"  {sampler:12s} tau {tau:5.2f}   median snr {results[-1]['median_snr']:6.3f}   favoured = argmax "
                   f"on {results[-1]['favoured_is_argmax']} of {len(rows)} edges")  # fmt: skip
             for r in rows:

@@ -9,7 +9,7 @@ from conftest import make_batch, search_setup
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from benchmarks.arch_gradient_noise import edge_rows, gradient_draws  # noqa: E402
+from benchmarks.arch_gradient_noise import edge_rows, gradient_draws, has_weights  # noqa: E402
 
 
 def test_edge_rows_against_a_hand_computation():
@@ -32,3 +32,8 @@ def test_only_sampled_gradients_vary_over_draws_of_one_batch():
         np.testing.assert_allclose(draw, expected, rtol=1e-5, atol=1e-7)
     assert softmax["cell"].shape == hard["cell"].shape == (3, *expected.shape)
     assert not np.allclose(hard["cell"][0], hard["cell"][1])  # a new Gumbel draw per batch
+
+
+def test_an_op_has_weights_when_its_stride_one_module_has_parameters():
+    assert [has_weights(op) for op in ("nor_conv_1x1", "sep_conv_3x3", "conv_7x1_1x7")] == [True] * 3
+    assert [has_weights(op) for op in ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3")] == [False] * 4
