@@ -377,8 +377,6 @@ def _report_runs(setting: str) -> tuple[list[dict], dict | None]:
     """The report-seed runs of a method's chosen setting (the same sampler, regulariser and arch lr; argmax of
     the logits after 2 + 8 epochs, as on the grid) and the report seeds' initial-logit baseline; empty if none."""
     for name in METHOD_REPORTS:
-        if not (RESULTS / name).is_file():
-            continue
         result = load(name)
         runs = [r for r in result["runs"] if _method_setting(r["config"]["search"]) == setting
                 and (r["config"]["warmup_epochs"], r["config"]["arch_epochs"]) == (2, 8)
