@@ -373,14 +373,12 @@ def _accuracy_range(runs: list[dict]) -> str:
     return f"{sum(accs) / len(accs):.2f} ({min(accs):.2f}-{max(accs):.2f})"
 
 
-def _report_runs(setting: str) -> tuple[list[dict], dict | None]:
-    """The report-seed runs of a method's chosen setting (the same sampler, regulariser and arch lr; argmax of
-    the logits after 2 + 8 epochs, as on the grid) and the report seeds' initial-logit baseline; empty if none."""
+def _report_runs(chosen: dict) -> tuple[list[dict], dict | None]:
+    """The report-seed runs whose setting (epochs, the logits' training, the cell's choice) is that of the ``chosen``
+    run's ``config.json``, and the report seeds' initial-logit baseline; empty and None if none ran."""
     for name in METHOD_REPORTS:
         result = load(name)
-        runs = [r for r in result["runs"] if _method_setting(r["config"]["search"]) == setting
-                and (r["config"]["warmup_epochs"], r["config"]["arch_epochs"]) == (2, 8)
-                and r["config"].get("selection", "argmax") == "argmax"]  # fmt: skip
+        runs = [r for r in result["runs"] if _setting(r["config"]) == _setting(chosen)]
         if runs:
             return runs, result["baselines"]["initial_argmax"]
     return [], None
@@ -392,12 +390,12 @@ def _method_row(method: str, name: str | None, anchor: str, baseline: dict) -> l
     the same on the report seeds where its chosen setting has run there, which gives the verdict."""
     if name:
         runs = _best_point(load(name))
-        setting = _method_setting(runs[0]["config"]["search"])
-        described = f"{setting}, best of the grid (`{name}`)"
+        described = f"{_method_setting(runs[0]['config']['search'])}, best of the grid (`{name}`)"
+        reported, report_baseline = _report_runs(runs[0]["config"])
     else:
         runs = [r for r in load(SEARCH_QUALITY)["runs"] if r["method"] == method]
-        setting, described = None, f"arch lr 0.003 only, before the protocol (`{SEARCH_QUALITY}`)"
-    reported, report_baseline = _report_runs(setting) if setting else ([], None)
+        described = f"arch lr 0.003 only, before the protocol (`{SEARCH_QUALITY}`)"
+        reported, report_baseline = [], None
     judged, against = (reported, report_baseline) if reported else (runs, baseline)
     accs = [r["table_acc"] for r in judged]
     working = sum(accs) / len(accs) > against["mean"] and 2 * _beaten(judged) > len(judged)
@@ -457,7 +455,7 @@ def _nb201_gradient_noise() -> str:
                          f"{run['arch_steps']:,}", f"{r['favoured_has_weights']} of {edges}",
                          f"{r['favoured_is_argmax']} of {edges}"])  # fmt: skip
     header = ["search (weights and logits at its end)", "gradient taken with", "median snr",
-              "median steps to average", "arch steps the search took", "favoured op is a convolution",
+              "median steps to average", "arch steps the search took", "favoured op has weights",
               "favoured op is the logits' argmax"]  # fmt: skip
     return "\n".join([
         md_table(header, rows),

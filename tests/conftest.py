@@ -19,7 +19,8 @@ if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
 def _pin_worker() -> None:
     """Under ``pytest -n N``, worker ``gwK`` (and every process it starts) runs on core ``K`` alone when there are
     at least N cores: each JAX process sizes its thread pools to one core instead of all, and two workers' compiler
-    threads no longer take turns on the same cores (about 15% of a cold suite's wall time on 2 cores)."""
+    threads no longer take turns on the same cores (two heavy test files side by side, empty cache: 300 s unpinned,
+    256 s pinned)."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 0))
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if worker.startswith("gw") and 1 < count <= len(cores):
@@ -27,6 +28,12 @@ def _pin_worker() -> None:
 
 
 _pin_worker()
+
+
+def cpu_devices_flags(devices: int) -> str:
+    """``XLA_FLAGS`` for a process the tests start with ``devices`` CPU devices, compiling as the tests do."""
+    return f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
+
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

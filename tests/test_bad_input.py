@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST_COMPILE, IMAGE
+from conftest import IMAGE, cpu_devices_flags
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -237,7 +237,7 @@ def test_train_cli_bad_input(case, tmp_path, capsys):
 
 
 def test_a_batch_not_divisible_by_the_devices_is_one_line(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}"}
+    env = {**os.environ, "XLA_FLAGS": cpu_devices_flags(8)}
     args = with_flags(search_command(tmp_path), ["--batch-size", "12"])
     before = snapshot(tmp_path)
     done = subprocess.run([sys.executable, str(ROOT / "experiments" / "cifar10_search.py"), *args],

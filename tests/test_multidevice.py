@@ -5,14 +5,13 @@ import pathlib
 import subprocess
 import sys
 
-from conftest import FAST_COMPILE
+from conftest import cpu_devices_flags
 
 HERE = pathlib.Path(__file__).resolve().parent
 
 
 def test_data_parallel_on_eight_cpu_devices():
-    flags = f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}"
-    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": cpu_devices_flags(8), "JAX_PLATFORMS": "cpu"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "multidevice_checks.py")],
         cwd=HERE.parent, env=env, capture_output=True, text=True,

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import FAST_COMPILE
+from conftest import cpu_devices_flags
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -35,8 +35,7 @@ def test_two_processes_run_one_search(tmp_path, npz_path):
     port = _free_port()
     processes = []
     for pid in range(2):
-        flags = f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}"
-        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu",
+        env = {**os.environ, "XLA_FLAGS": cpu_devices_flags(2), "JAX_PLATFORMS": "cpu",
                "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
                "JAX_PROCESS_ID": str(pid)}  # fmt: skip
         command = [sys.executable, str(ROOT / "experiments" / "cifar10_search.py"), *_args(npz_path, workdir),
