@@ -22,8 +22,10 @@ from asose_jax.search.sampling import decisiveness
 from asose_jax.search.selection import (
     ALONE,
     DECIDED_LOGIT,
+    GRADIENT_SCORED,
     REMOVAL,
     ZICO,
+    ZICO_MEAN,
     chosen_op,
     decided_logits,
     edge_order,
@@ -85,6 +87,18 @@ def test_zico_score_by_hand():
     assert float(zico_score({"stage": {"conv": jnp.stack(cells, axis=1)}})) < float(zico_score(unrolled))  # one layer
 
 
+def test_zico_mean_takes_each_layers_mean_so_a_layer_with_more_entries_of_the_same_ratio_scores_the_same():
+    """Entries with ratios 2 and 0 (std 0): the sum gives log 2, the mean log 1 = 0. A layer of 9 entries of ratio
+    3 (mean |g| 3, std 1) and one of a single such entry: ``zico`` tells them apart by log 9, ``zico_mean`` not."""
+    grads = {"a": jnp.array([[1.0, 2.0], [3.0, 2.0]])}
+    np.testing.assert_allclose(zico_score(grads, jnp.mean), np.log(1.0), atol=1e-7)
+    one = jnp.array([[2.0], [4.0]])  # mean |g| 3, std 1
+    layers = {"wide": jnp.tile(one, (1, 9)), "narrow": one}
+    np.testing.assert_allclose(zico_score(layers), np.log(27.0) + np.log(3.0), rtol=1e-6)
+    np.testing.assert_allclose(zico_score(layers, jnp.mean), 2 * np.log(3.0), rtol=1e-6)
+    assert float(zico_score({"b": jnp.zeros((2, 3))}, jnp.mean)) == 0.0  # a removed op's layer adds nothing
+
+
 def test_a_decision_makes_the_edge_one_hot_and_leaves_the_rest():
     logits = {"cell": np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)}
     decided = decided_logits(logits, ("cell", 2), 4)
@@ -118,8 +132,10 @@ def test_the_mixture_evaluation_is_the_training_mode_loss_with_those_weights():
     grads = [jax.grad(lambda p, b=b: cross_entropy(model.apply({**variables, "params": p}, b["image"], weights,
                                                                train=True, mutable=["batch_stats"])[0], b["label"]))(
         state["params"]) for b in batches]  # fmt: skip
-    expected = zico_score(jax.tree.map(lambda *g: jnp.stack(g), *grads))
-    np.testing.assert_allclose(steps.mixture_zico(state, images, labels, weights)["zico"], expected, rtol=1e-4)
+    stacked = jax.tree.map(lambda *g: jnp.stack(g), *grads)
+    scores = steps.mixture_zico(state, images, labels, weights)
+    np.testing.assert_allclose(scores[ZICO], zico_score(stacked), rtol=1e-4)
+    np.testing.assert_allclose(scores[ZICO_MEAN], zico_score(stacked, jnp.mean), rtol=1e-4)
 
 
 def _search(npz_path, workdir, **overrides) -> RunConfig:
@@ -141,7 +157,7 @@ def _check_decisions(workdir: pathlib.Path, summary: dict, measure: str) -> tupl
     assert sorted(d["row"] for d in decisions) == list(range(6)) and summary["selection_decisions"] == [
         {k: v for k, v in d.items() if k not in ("event", "cycle", "index")} for d in decisions
     ]
-    score = "zico" if measure == ZICO else "loss"
+    score = measure if measure in GRADIENT_SCORED else "loss"
     for d in decisions:  # the op of highest merit, the merit as the scores say
         assert d["op"] == max(d["merit"], key=d["merit"].get) and d["measure"] == measure
         base, perturbed = d[f"base_{score}"], d[f"perturbed_{score}"]

@@ -16,7 +16,7 @@ from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP, check_sou
 from asose_jax.runtime.memory import check_size_limits
 from asose_jax.runtime.rundir import MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP, NAN_POLICIES, NAN_POLICY_HELP
 from asose_jax.search.growth import GROWTH_MODES, STRATEGIES
-from asose_jax.search.selection import ARGMAX, MEASURES, PERTURBATION, REMOVAL, SELECTIONS, ZICO
+from asose_jax.search.selection import ARGMAX, GRADIENT_SCORED, MEASURES, PERTURBATION, REMOVAL, SELECTIONS
 from asose_jax.search.step_config import COMPUTED, SearchConfig
 from asose_jax.spaces import SPACES, get_space
 from asose_jax.spaces.base import GROWTH_KINDS
@@ -86,7 +86,8 @@ class RunConfig:
     )  # fmt: skip
     selection_measure: str = setting(
         REMOVAL, "perturbation: keep the op whose removal raises the held-out loss most (removal, DARTS-PT), that "
-        "alone on the edge gives the lowest (alone), or whose removal lowers the gradients' ZiCo score most (zico)",
+        "alone on the edge gives the lowest (alone), or whose removal lowers the gradients' ZiCo score most (zico; "
+        "zico_mean: each layer's mean over its weights, not their sum)",
         choices=MEASURES,
     )  # fmt: skip
     selection_images: int = setting(1024, "held-out images that score each op (perturbation)")
@@ -184,7 +185,7 @@ class RunConfig:
                 f"--selection perturbation decides one op per edge, which the {self.search.space} space's cells do "
                 f"not keep; use --selection argmax, or a space with one op per edge ({able})"
             )
-        batches = 2 if self.selection_measure == ZICO else 1  # ZiCo compares gradients across batches
+        batches = 2 if self.selection_measure in GRADIENT_SCORED else 1  # ZiCo compares gradients across batches
         if isinstance(self.selection_images, bool) or not isinstance(self.selection_images, int) or (
             self.selection_images < batches * self.batch_size
         ):  # fmt: skip

@@ -384,7 +384,7 @@ class SearchRun(RunSession):
         measure = config.selection_measure
         perturbed = perturbed_weights(weights, edge, measure)
         score, key = (self.iterations.mixture_eval, "loss") if measure in LOSS_SCORED else (
-            self.iterations.mixture_zico, "zico")  # fmt: skip
+            self.iterations.mixture_zico, measure)  # fmt: skip
         base, *scored = [jax.device_get(score(self.state, self.images, self.labels, idx, w))
                          for w in (weights, *perturbed)]  # fmt: skip
         merit = merits(float(base[key]), [float(m[key]) for m in scored], measure)

@@ -11,7 +11,10 @@ score of the supernet under a perturbation of that edge (``MEASURES``):
   supernet does with that choice;
 * ``zico`` (Zero-Cost-PT with ZiCo, Xiang et al. 2023, Li et al. 2023): ``w_ek`` set to 0;
   ``merit_k = Z(w) - Z(without k)`` with ``Z`` the ZiCo score of the weight gradients (``zico_score``): how much
-  the op adds to the gradients' signal-to-noise ratio.
+  the op adds to the gradients' signal-to-noise ratio;
+* ``zico_mean``: as ``zico``, with each layer's sum over its entries replaced by their mean, so that a layer's term
+  does not grow with its number of weights (``log`` of a sum over ``n`` entries is ``log n`` above the mean's:
+  with ``zico`` a 3x3 convolution outscores a 1x1 one by ``log 9`` per layer whatever its gradients).
 
 The op of highest merit is kept: ``a_e`` becomes one-hot on it (``DECIDED_LOGIT`` elsewhere, so ``softmax(a_e)`` is
 exactly one-hot in float32 and the argmax genotype is the decision). The supernet is then tuned for a few weight
@@ -24,7 +27,7 @@ jitted evaluation; ``SearchRun.run_selection`` runs the loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -34,9 +37,10 @@ from asose_jax.nn.initializers import SCANNED
 
 ARGMAX, PERTURBATION = "argmax", "perturbation"
 SELECTIONS = (ARGMAX, PERTURBATION)
-REMOVAL, ALONE, ZICO = "removal", "alone", "zico"
-MEASURES = (REMOVAL, ALONE, ZICO)
-LOSS_SCORED = (REMOVAL, ALONE)  # scored by the held-out loss (lower is better); zico by its score (higher is better)
+REMOVAL, ALONE, ZICO, ZICO_MEAN = "removal", "alone", "zico", "zico_mean"
+MEASURES = (REMOVAL, ALONE, ZICO, ZICO_MEAN)
+LOSS_SCORED = (REMOVAL, ALONE)  # scored by the held-out loss (lower is better); the zico ones by their score (higher)
+GRADIENT_SCORED = (ZICO, ZICO_MEAN)  # compare weight gradients across at least two batches
 SELECT = "select"  # the phase name of the selection's epoch records
 DECIDED_LOGIT = -1e4  # logit of the ops a decision removes: exp(-1e4) is 0 in float32
 
@@ -66,8 +70,8 @@ def perturbed_weights(weights: Mapping[str, np.ndarray], edge: tuple[str, int], 
 def merits(base: float, scores: list[float], measure: str) -> np.ndarray:
     """Per op the merit of ``measure`` from the perturbed supernet's scores (held-out losses, or ZiCo scores) and the
     unperturbed one's, ``base``: ``scores[k] - base`` for ``removal`` (the loss the op's removal adds),
-    ``base - scores[k]`` for ``alone`` (the loss the op alone saves) and ``zico`` (the score the op's removal
-    takes away)."""
+    ``base - scores[k]`` for ``alone`` (the loss the op alone saves) and the ZiCo measures (the score the op's
+    removal takes away)."""
     change = np.asarray(scores, np.float64) - base
     return change if measure == REMOVAL else -change
 
@@ -86,18 +90,19 @@ def decided_logits(logits: dict[str, np.ndarray], edge: tuple[str, int], op: int
     return out
 
 
-def zico_score(grads: dict) -> jax.Array:
+def zico_score(grads: dict, reduce: Callable = jnp.sum) -> jax.Array:
     """ZiCo (Li et al. 2023) of per-batch weight gradients ``grads`` (a pytree, each leaf ``[N, ...]`` over N >= 2
     batches): ``sum_l log(sum_i mean_n |g_nli| / std_n g_nli)`` over the layers ``l``, the sum over the entries
-    ``i`` whose gradient varies across batches; a layer with no such entry adds nothing. A layer is a leaf, or one
-    slice of a leaf stacked under a scanned module (``..._scan``, one leading axis per scan), so the score does
-    not depend on whether cells are scanned."""
+    ``i`` whose gradient varies across batches (0 for the others); a layer whose entries all give 0 adds nothing.
+    ``reduce=jnp.mean`` takes the mean over the layer's entries instead of the sum (``zico_mean``). A layer is a
+    leaf, or one slice of a leaf stacked under a scanned module (``..._scan``, one leading axis per scan), so the
+    score does not depend on whether cells are scanned."""
 
     def leaf(path: tuple, g: jax.Array) -> jax.Array:
         stacked = sum(str(getattr(key, "key", key)).endswith(SCANNED) for key in path)  # layer axes after N
         std = jnp.std(g, axis=0)
         ratio = jnp.where(std > 0, jnp.mean(jnp.abs(g), axis=0) / jnp.where(std > 0, std, 1.0), 0.0)
-        total = jnp.sum(ratio, axis=tuple(range(stacked, ratio.ndim)))  # one sum per layer
+        total = reduce(ratio, axis=tuple(range(stacked, ratio.ndim)))  # one value per layer
         return jnp.sum(jnp.where(total > 0, jnp.log(jnp.where(total > 0, total, 1.0)), 0.0))
 
     return sum(leaf(path, g) for path, g in jax.tree_util.tree_leaves_with_path(grads))

@@ -40,7 +40,7 @@ from asose_jax.search.sampling import (
     sample_edge_weights,
     uses_temperature,
 )
-from asose_jax.search.selection import zico_score
+from asose_jax.search.selection import ZICO, ZICO_MEAN, zico_score
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.spaces import build_supernet, init_arch_logits, uniform_arch_weights
 
@@ -259,16 +259,18 @@ class _StepFunctions:
         return {"loss": jnp.mean(losses), "accuracy": jnp.mean(accuracies)}
 
     def mixture_zico(self, state: State, images: jax.Array, labels: jax.Array, arch_weights: dict) -> Metrics:
-        """The ZiCo score (``selection.zico_score``) of the weight gradients of the supernet with edge weights
-        ``arch_weights`` on N batches ``images [N, B, H, W, 3]``, ``labels [N, B]``: the training loss's gradient
-        per batch, BatchNorm in training mode, nothing written back."""
+        """The ZiCo scores (``selection.zico_score``, ``zico`` with the sum over a layer's entries, ``zico_mean``
+        with their mean) of the weight gradients of the supernet with edge weights ``arch_weights`` on N batches
+        ``images [N, B, H, W, 3]``, ``labels [N, B]``: the training loss's gradient per batch, BatchNorm in
+        training mode, nothing written back."""
 
         def gradient(batch: tuple[jax.Array, jax.Array]) -> dict:
             images_labels = {"image": batch[0], "label": batch[1]}
             return jax.grad(self.train_loss, has_aux=True)(state["params"], state["batch_stats"], arch_weights,
                                                            images_labels)[0]  # fmt: skip
 
-        return {"zico": zico_score(jax.lax.map(gradient, (images, labels)))}
+        grads = jax.lax.map(gradient, (images, labels))
+        return {ZICO: zico_score(grads), ZICO_MEAN: zico_score(grads, jnp.mean)}
 
 
 def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
