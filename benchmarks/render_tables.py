@@ -224,6 +224,7 @@ SELECT_STAGE = (
     "select_nb201_cpu_zico_3x.json",  # the chosen setting with 3x the training: its collapse check, after the choice
     "select_nb201_cpu_gdas.json",  # GDAS over the grid, on the 2 + 8 epoch setting of the first rows
     "select_nb201_cpu_aso_se.json",  # ASO-SE's soft Gumbel likewise
+    "select_nb201_cpu_drnas.json",  # DrNAS likewise
 )
 
 
@@ -349,7 +350,7 @@ METHOD_GRIDS = {
     "gdas": ("select_nb201_cpu_gdas.json", "the-gumbel-methods-at-this-budget"),
     "aso_se": ("select_nb201_cpu_aso_se.json", "the-gumbel-methods-at-this-budget"),
     "darts": (None, "measured-five-methods-three-seeds"),
-    "drnas": (None, "measured-five-methods-three-seeds"),
+    "drnas": ("select_nb201_cpu_drnas.json", "drnas-at-this-budget"),
 }
 
 
