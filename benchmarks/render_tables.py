@@ -226,6 +226,7 @@ SELECT_STAGE = (
     "select_nb201_cpu_aso_se.json",  # ASO-SE's soft Gumbel likewise
     "select_nb201_cpu_drnas.json",  # DrNAS likewise
     "select_nb201_cpu_zico_mean.json",  # ZiCo with each layer's mean, not sum: dropped after its first seed
+    "select_nb201_cpu_removal_depth5.json",  # DARTS-PT's removal on a supernet of the table's depth: likewise
 )
 
 
@@ -240,6 +241,8 @@ def _setting(config: dict) -> str:
     """A run's search and selection as words, from its ``config.json``: epochs, the logits' training, the cell's
     choice."""
     epochs = f"{config['warmup_epochs']} warm-up + {config['arch_epochs']} architecture epochs"
+    if config["search"]["depth"] > 1:  # the proxy's supernet has one cell per stage
+        epochs += f" at {config['search']['depth']} cells per stage"
     if config["arch_epochs"]:
         epochs += f" ({_method_setting(config['search'])})"
     if config.get("selection", "argmax") == "argmax":
