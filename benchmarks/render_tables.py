@@ -365,7 +365,7 @@ def _best_point(result: dict) -> list[dict]:
 
 
 # Report-stage results that ran a method's chosen grid point on the report seeds (matched by its setting).
-METHOD_REPORTS = ("report_nb201_cpu_methods.json",)
+METHOD_REPORTS = ("report_nb201_cpu_methods.json", "report_nb201_cpu_drnas.json")
 
 
 def _beaten(runs: list[dict]) -> int:
