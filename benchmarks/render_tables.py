@@ -439,7 +439,8 @@ def _nb201_methods() -> str:
     ])  # fmt: skip
 
 
-GRADIENT_NOISE = "arch_gradient_noise_nb201_cpu.json"  # benchmarks/arch_gradient_noise.py on finished searches
+# benchmarks/arch_gradient_noise.py on finished searches: the Gumbel methods' selection runs, DrNAS's report runs
+GRADIENT_NOISE = ("arch_gradient_noise_nb201_cpu.json", "arch_gradient_noise_nb201_cpu_drnas.json")
 
 
 @renderer("nb201_gradient_noise")
@@ -447,9 +448,9 @@ def _nb201_gradient_noise() -> str:
     """Per searched run and sampler: how reliably one architecture gradient orders an edge's two leading ops."""
     import statistics
 
-    result = load(GRADIENT_NOISE)
+    results = [load(name) for name in GRADIENT_NOISE]
     rows = []
-    for run in result["runs"]:
+    for run in (run for result in results for run in result["runs"]):
         search = run["config"]["search"]
         label = f"`{search['sampler']}`, arch lr {search['arch_lr']:g}, seed {search['seed']}"
         for r in run["results"]:
@@ -465,8 +466,9 @@ def _nb201_gradient_noise() -> str:
     return "\n".join([
         md_table(header, rows),
         "",
-        f"{result['draws']} held-out batches per row; snr and steps per edge as in the script's docstring, the "
-        f"median over the cell's edges. Source: `benchmarks/results/{GRADIENT_NOISE}`.",
+        f"{'/'.join(sorted({str(r['draws']) for r in results}))} held-out batches per row; snr and steps per edge as "
+        "in the script's docstring, the median over the cell's edges. Source: "
+        f"{', '.join(f'`benchmarks/results/{name}`' for name in GRADIENT_NOISE)}.",
     ])  # fmt: skip
 
 
