@@ -7,9 +7,9 @@ import os
 import pathlib
 
 # Tiny programs: XLA's optimisations cost more compile time than they save run time, and its CPU fusion emitters
-# take about twice as long to compile as the older emitters (the suite is mostly compilation with an empty XLA
-# cache). Set in the environment, so that the CLI processes the tests start (resume, fault, multi-device and
-# multi-host checks) compile likewise.
+# compile slower than the older emitters (the suite is mostly compilation with an empty XLA cache; measured in
+# CHANGELOG.md). Set in the environment, so that the CLI processes the tests start (resume, fault, multi-device
+# and multi-host checks) compile likewise.
 os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
 FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false"
 if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
@@ -19,8 +19,7 @@ if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
 def _pin_worker() -> None:
     """Under ``pytest -n N``, worker ``gwK`` (and every process it starts) runs on core ``K`` alone when there are
     at least N cores: each JAX process sizes its thread pools to one core instead of all, and two workers' compiler
-    threads no longer take turns on the same cores (two heavy test files side by side, empty cache: 300 s unpinned,
-    256 s pinned)."""
+    threads no longer take turns on the same cores."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 0))
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if worker.startswith("gw") and 1 < count <= len(cores):
