@@ -26,6 +26,7 @@ from asose_jax.runtime.parallel import (
 )
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.sampling import is_single_path
+from asose_jax.search.selection import NTK
 from asose_jax.search.steps import State, make_search_steps
 from asose_jax.spaces import count_params, uniform_arch_weights
 
@@ -57,8 +58,8 @@ class Iterations(NamedTuple):
     fixed_weights | None)`` returns eval metrics. ``recalibrate(state, images, labels, idx [N, B],
     fixed_weights)`` returns BatchNorm statistics re-estimated for that single path on N batches.
     ``mixture_eval(state, images, labels, idx [N, B], arch_weights)`` returns the held-out loss and accuracy of
-    the supernet with those edge weights, ``mixture_zico`` (same arguments) the ZiCo score of its weight gradients
-    (perturbation selection).
+    the supernet with those edge weights, ``mixture_score`` (same arguments) the score of ``--selection-measure``
+    when it is not a loss (``zico``, ``zico_mean``, ``ntk``; perturbation selection).
     """
 
     weight_step: Callable
@@ -66,7 +67,7 @@ class Iterations(NamedTuple):
     evaluate: Callable
     recalibrate: Callable
     mixture_eval: Callable
-    mixture_zico: Callable
+    mixture_score: Callable
 
 
 def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
@@ -115,9 +116,10 @@ def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
         steps = make_search_steps(model, config.search)
         return steps.mixture_eval(state, stacked(images, idx), labels[idx], arch_weights)
 
-    def mixture_zico(model, state, images, labels, idx, arch_weights):
+    def mixture_score(model, state, images, labels, idx, arch_weights):
         steps = make_search_steps(model, config.search)
-        return steps.mixture_zico(state, stacked(images, idx), labels[idx], arch_weights)
+        score = steps.mixture_ntk if config.selection_measure == NTK else steps.mixture_zico
+        return score(state, stacked(images, idx), labels[idx], arch_weights)
 
     return Iterations(
         jit_data_parallel(weight_step, mesh, {"idx": 0}, static_model=True),
@@ -125,7 +127,7 @@ def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
         jit_data_parallel(evaluate, mesh, {"idx": 0, "mask": 0}, donate_state=False, static_model=True),
         jit_data_parallel(recalibrate, mesh, {"idx": 1}, donate_state=False, static_model=True),
         jit_data_parallel(mixture_eval, mesh, {"idx": 1}, donate_state=False, static_model=True),
-        jit_data_parallel(mixture_zico, mesh, {"idx": 1}, donate_state=False, static_model=True),
+        jit_data_parallel(mixture_score, mesh, {"idx": 1}, donate_state=False, static_model=True),
     )
 
 

@@ -86,8 +86,9 @@ class RunConfig:
     )  # fmt: skip
     selection_measure: str = setting(
         REMOVAL, "perturbation: keep the op whose removal raises the held-out loss most (removal, DARTS-PT), that "
-        "alone on the edge gives the lowest (alone), or whose removal lowers the gradients' ZiCo score most (zico; "
-        "zico_mean: each layer's mean over its weights, not their sum)",
+        "alone on the edge gives the lowest (alone), whose removal lowers the gradients' ZiCo score most (zico; "
+        "zico_mean: each layer's mean over its weights, not their sum), or whose removal worsens the conditioning "
+        "of the supernet's neural tangent kernel most (ntk, TE-NAS)",
         choices=MEASURES,
     )  # fmt: skip
     selection_images: int = setting(1024, "held-out images that score each op (perturbation)")

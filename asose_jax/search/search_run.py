@@ -371,8 +371,8 @@ class SearchRun(RunSession):
 
     def decide_edge(self, final: int, index: int, edge: tuple[str, int], shapes: dict) -> None:
         """Gives every op of ``edge`` its merit (``selection_measure``) from a score of the perturbed supernet on the
-        held-out images (its loss, or the ZiCo score of its gradients), keeps the op of highest merit, fixes the
-        edge's logits on it and records the decision."""
+        held-out images (its loss, the ZiCo score of its gradients, or its NTK's conditioning), keeps the op of
+        highest merit, fixes the edge's logits on it and records the decision."""
         config = self.config
         n = config.selection_images // config.batch_size
         idx = shard_batch(self.arch_idx[: n * config.batch_size].reshape(n, -1), self.mesh, 1)
@@ -384,7 +384,7 @@ class SearchRun(RunSession):
         measure = config.selection_measure
         perturbed = perturbed_weights(weights, edge, measure)
         score, key = (self.iterations.mixture_eval, "loss") if measure in LOSS_SCORED else (
-            self.iterations.mixture_zico, measure)  # fmt: skip
+            self.iterations.mixture_score, measure)  # fmt: skip
         base, *scored = [jax.device_get(score(self.state, self.images, self.labels, idx, w))
                          for w in (weights, *perturbed)]  # fmt: skip
         merit = merits(float(base[key]), [float(m[key]) for m in scored], measure)

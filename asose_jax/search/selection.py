@@ -14,7 +14,11 @@ score of the supernet under a perturbation of that edge (``MEASURES``):
   the op adds to the gradients' signal-to-noise ratio;
 * ``zico_mean``: as ``zico``, with each layer's sum over its entries replaced by their mean, so that a layer's term
   does not grow with its number of weights (``log`` of a sum over ``n`` entries is ``log n`` above the mean's:
-  with ``zico`` a 3x3 convolution outscores a 1x1 one by ``log 9`` per layer whatever its gradients).
+  with ``zico`` a 3x3 convolution outscores a 1x1 one by ``log 9`` per layer whatever its gradients);
+* ``ntk`` (the trainability score of TE-NAS, Chen et al. 2021, used as Zero-Cost-PT's measure): ``w_ek`` set to 0;
+  ``merit_k = log kappa(without k) - log kappa(w)`` with ``kappa`` the condition number of the supernet's empirical
+  neural tangent kernel on a batch (``ntk_log_condition``, averaged over the batches): how much worse conditioned
+  the supernet trains without the op.
 
 The op of highest merit is kept: ``a_e`` becomes one-hot on it (``DECIDED_LOGIT`` elsewhere, so ``softmax(a_e)`` is
 exactly one-hot in float32 and the argmax genotype is the decision). The supernet is then tuned for a few weight
@@ -37,11 +41,12 @@ from asose_jax.nn.initializers import SCANNED
 
 ARGMAX, PERTURBATION = "argmax", "perturbation"
 SELECTIONS = (ARGMAX, PERTURBATION)
-REMOVAL, ALONE, ZICO, ZICO_MEAN = "removal", "alone", "zico", "zico_mean"
-MEASURES = (REMOVAL, ALONE, ZICO, ZICO_MEAN)
-LOSS_SCORED = (REMOVAL, ALONE)  # scored by the held-out loss (lower is better); the zico ones by their score (higher)
+REMOVAL, ALONE, ZICO, ZICO_MEAN, NTK = "removal", "alone", "zico", "zico_mean", "ntk"
+MEASURES = (REMOVAL, ALONE, ZICO, ZICO_MEAN, NTK)
+LOSS_SCORED = (REMOVAL, ALONE)  # scored by the held-out loss (lower is better); the others by a score (higher)
 GRADIENT_SCORED = (ZICO, ZICO_MEAN)  # compare weight gradients across at least two batches
 SELECT = "select"  # the phase name of the selection's epoch records
+NTK_EXAMPLES = 16  # examples per kernel of ``ntk`` (its cost grows with their square; TE-NAS's kernels are batches)
 DECIDED_LOGIT = -1e4  # logit of the ops a decision removes: exp(-1e4) is 0 in float32
 
 
@@ -68,10 +73,10 @@ def perturbed_weights(weights: Mapping[str, np.ndarray], edge: tuple[str, int], 
 
 
 def merits(base: float, scores: list[float], measure: str) -> np.ndarray:
-    """Per op the merit of ``measure`` from the perturbed supernet's scores (held-out losses, or ZiCo scores) and the
-    unperturbed one's, ``base``: ``scores[k] - base`` for ``removal`` (the loss the op's removal adds),
-    ``base - scores[k]`` for ``alone`` (the loss the op alone saves) and the ZiCo measures (the score the op's
-    removal takes away)."""
+    """Per op the merit of ``measure`` from the perturbed supernet's scores (held-out losses, ZiCo scores, or minus
+    the NTK's log condition number) and the unperturbed one's, ``base``: ``scores[k] - base`` for ``removal`` (the
+    loss the op's removal adds), ``base - scores[k]`` for ``alone`` (the loss the op alone saves) and the others (the
+    score the op's removal takes away)."""
     change = np.asarray(scores, np.float64) - base
     return change if measure == REMOVAL else -change
 
@@ -106,3 +111,14 @@ def zico_score(grads: dict, reduce: Callable = jnp.sum) -> jax.Array:
         return jnp.sum(jnp.where(total > 0, jnp.log(jnp.where(total > 0, total, 1.0)), 0.0))
 
     return sum(leaf(path, g) for path, g in jax.tree_util.tree_leaves_with_path(grads))
+
+
+def ntk_log_condition(jacobian: dict) -> jax.Array:
+    """``log(lambda_max / lambda_min)`` of the empirical neural tangent kernel ``Theta = J J^T`` [B, B], where the
+    rows of ``J`` [B, P] are the per-example gradients ``jacobian`` (a pytree, each leaf ``[B, ...]``, flattened and
+    joined over the leaves). TE-NAS (Chen et al. 2021) ranks networks by it: lower trains better. The eigenvalues
+    are clipped to the float32 resolution of ``lambda_max``, so a singular kernel gives a finite ``log(1 / eps)``."""
+    rows = jnp.concatenate([g.reshape(g.shape[0], -1) for g in jax.tree.leaves(jacobian)], axis=1)
+    eigenvalues = jnp.linalg.eigvalsh(rows @ rows.T)
+    largest = eigenvalues[-1]
+    return jnp.log(largest) - jnp.log(jnp.maximum(eigenvalues[0], largest * jnp.finfo(rows.dtype).eps))

@@ -19,6 +19,7 @@ A batch is ``{"image": float [B, H, W, 3], "label": int [B]}``, optionally with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple, TypedDict
 
@@ -40,7 +41,7 @@ from asose_jax.search.sampling import (
     sample_edge_weights,
     uses_temperature,
 )
-from asose_jax.search.selection import ZICO, ZICO_MEAN, zico_score
+from asose_jax.search.selection import NTK, NTK_EXAMPLES, ZICO, ZICO_MEAN, ntk_log_condition, zico_score
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.spaces import build_supernet, init_arch_logits, uniform_arch_weights
 
@@ -76,6 +77,7 @@ class SearchSteps(NamedTuple):
     recalibrated_batch_stats: Callable[[State, jax.Array, dict], dict]
     mixture_eval: Callable[[State, jax.Array, jax.Array, dict], Metrics]
     mixture_zico: Callable[[State, jax.Array, jax.Array, dict], Metrics]
+    mixture_ntk: Callable[[State, jax.Array, jax.Array, dict], Metrics]
 
 
 def supernet_from_config(config: SearchConfig) -> nn.Module:
@@ -272,10 +274,30 @@ class _StepFunctions:
         grads = jax.lax.map(gradient, (images, labels))
         return {ZICO: zico_score(grads), ZICO_MEAN: zico_score(grads, jnp.mean)}
 
+    def mixture_ntk(self, state: State, images: jax.Array, labels: jax.Array, arch_weights: dict) -> Metrics:
+        """Minus the mean of ``selection.ntk_log_condition``, the log condition number of the empirical NTK of the
+        supernet with edge weights ``arch_weights``, over the images ``[N, B, H, W, 3]`` cut into kernels of
+        ``gcd(B, NTK_EXAMPLES)`` examples. As TE-NAS takes it: a kernel's rows are the gradients of each example's
+        summed logits w.r.t. the weights, BatchNorm in training mode (so a kernel's examples interact, and its cost
+        grows with the square of their number), nothing written back. ``labels`` are not used."""
+        del labels
+        examples = math.gcd(images.shape[1], NTK_EXAMPLES)
+
+        def log_condition(x: jax.Array) -> jax.Array:
+            def summed_logits(params: dict) -> jax.Array:  # [examples]
+                variables = {"params": params, "batch_stats": state["batch_stats"]}
+                logits, _ = self.model.apply(variables, x, arch_weights, train=True, mutable=["batch_stats"])
+                return jnp.sum(logits, axis=-1)
+
+            return ntk_log_condition(jax.jacrev(summed_logits)(state["params"]))
+
+        kernels = images.reshape(-1, examples, *images.shape[2:])
+        return {NTK: -jnp.mean(jax.lax.map(log_condition, kernels))}
+
 
 def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
     """The pure step functions for ``model`` under ``config``."""
     fns = _StepFunctions(model, config)
     return SearchSteps(fns.weight_grad, fns.weight_step, fns.arch_grad, fns.arch_step, fns.unrolled_arch_loss,
                        fns.eval_step, fns.recalibrated_batch_stats, fns.mixture_eval,
-                       fns.mixture_zico)  # fmt: skip
+                       fns.mixture_zico, fns.mixture_ntk)  # fmt: skip
