@@ -227,6 +227,8 @@ SELECT_STAGE = (
     "select_nb201_cpu_drnas.json",  # DrNAS likewise
     "select_nb201_cpu_zico_mean.json",  # ZiCo with each layer's mean, not sum: dropped after its first seed
     "select_nb201_cpu_removal_depth5.json",  # DARTS-PT's removal on a supernet of the table's depth: likewise
+    "select_nb201_cpu_ntk.json",  # TE-NAS's NTK condition number as the measure
+    "select_nb201_cpu_ntk_depth5.json",  # likewise on a supernet of the table's depth, as TE-NAS scores it
 )
 
 
@@ -248,7 +250,8 @@ def _setting(config: dict) -> str:
     if config.get("selection", "argmax") == "argmax":
         return f"{epochs}; argmax of the logits"
     measure = config.get("selection_measure", "removal")  # runs made before the measures had a name: removal
-    return f"{epochs}; perturbation selection, {measure}, {config['selection_tune_steps']} tuning steps per edge"
+    return (f"{epochs}; perturbation selection, {measure} on {config['selection_images']:,} images, "
+            f"{config['selection_tune_steps']} tuning steps per edge")  # fmt: skip
 
 
 def _mean_std(summary: dict) -> str:

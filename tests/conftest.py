@@ -35,6 +35,7 @@ def cpu_devices_flags(devices: int) -> str:
 
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -63,6 +64,11 @@ def search_setup(space: str = "chain", **overrides):
     config = tiny_config(space, **overrides)
     model = supernet_from_config(config)
     return config, model, init_search_state(model, config, (IMAGE, IMAGE, 3)), make_search_steps(model, config)
+
+
+def float64(tree):
+    """``tree`` with its float32 arrays in float64 (inside ``jax.enable_x64``), for checks against differences."""
+    return jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
 
 
 def make_batch(seed: int, size: int = 4, num_classes: int = 10) -> dict:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_batch, search_setup
+from conftest import float64, make_batch, search_setup
 
 from asose_jax.nn.losses import accuracy, cross_entropy
 from asose_jax.runtime.metrics_log import read_metrics
@@ -22,7 +22,9 @@ from asose_jax.search.sampling import decisiveness
 from asose_jax.search.selection import (
     ALONE,
     DECIDED_LOGIT,
-    GRADIENT_SCORED,
+    LOSS_SCORED,
+    NTK,
+    NTK_EXAMPLES,
     REMOVAL,
     ZICO,
     ZICO_MEAN,
@@ -30,6 +32,7 @@ from asose_jax.search.selection import (
     decided_logits,
     edge_order,
     merits,
+    ntk_log_condition,
     perturbed_weights,
     zico_score,
 )
@@ -99,6 +102,17 @@ def test_zico_mean_takes_each_layers_mean_so_a_layer_with_more_entries_of_the_sa
     assert float(zico_score({"b": jnp.zeros((2, 3))}, jnp.mean)) == 0.0  # a removed op's layer adds nothing
 
 
+def test_ntk_log_condition_by_hand():
+    """Rows (1, 0, 0) and (1, 1, 0), split over two leaves: ``J J^T = [[1, 1], [1, 2]]``, eigenvalues
+    ``(3 -+ sqrt 5) / 2``, condition number ``(3 + sqrt 5) / (3 - sqrt 5)``. Orthogonal rows of equal norm give 1
+    (log 0); equal rows a singular kernel, whose log condition is finite at the float32 resolution."""
+    jacobian = {"a": jnp.array([[1.0, 0.0], [1.0, 1.0]]), "b": {"c": jnp.zeros((2, 1, 1))}}
+    np.testing.assert_allclose(ntk_log_condition(jacobian), np.log((3 + 5**0.5) / (3 - 5**0.5)), rtol=1e-5)
+    np.testing.assert_allclose(ntk_log_condition({"a": 3 * jnp.eye(4)}), 0.0, atol=1e-6)
+    singular = float(ntk_log_condition({"a": jnp.ones((3, 5))}))
+    assert np.isfinite(singular) and singular == pytest.approx(-np.log(np.finfo(np.float32).eps), rel=1e-3)
+
+
 def test_a_decision_makes_the_edge_one_hot_and_leaves_the_rest():
     logits = {"cell": np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)}
     decided = decided_logits(logits, ("cell", 2), 4)
@@ -138,6 +152,41 @@ def test_the_mixture_evaluation_is_the_training_mode_loss_with_those_weights():
     np.testing.assert_allclose(scores[ZICO_MEAN], zico_score(stacked, jnp.mean), rtol=1e-4)
 
 
+def test_the_mixture_ntk_is_minus_the_mean_log_condition_of_each_kernels_per_example_gradients():
+    """A batch of 32 is cut into two kernels of ``NTK_EXAMPLES`` (16). In float64, each kernel's rows (the gradients
+    of one example's summed logits, BatchNorm in training mode over the kernel) match central differences along a
+    random direction, and numpy's eigenvalues of ``J J^T`` give the reference condition numbers."""
+    config, model, state, steps = search_setup("nb201")
+    images = make_batch(1, size=2 * NTK_EXAMPLES)["image"][None]  # [N=1, B=32, H, W, 3]
+    labels = jnp.zeros(images.shape[:2], jnp.int32)
+    mixture = {"cell": jax.nn.softmax(jax.random.normal(jax.random.key(1), (6, 5)), -1)}
+    weights = perturbed_weights(jax.device_get(mixture), ("cell", 3), REMOVAL)[1]
+    conditions = []
+    with jax.enable_x64(True):
+        params, batch_stats, arch = float64((state["params"], state["batch_stats"], weights))
+
+        def summed_logits(p, x):
+            variables = {"params": p, "batch_stats": batch_stats}
+            return jnp.sum(model.apply(variables, x, arch, train=True, mutable=["batch_stats"])[0], axis=-1)
+
+        jacobian, logits = jax.jit(jax.jacrev(summed_logits)), jax.jit(summed_logits)
+        direction = jax.tree.map(lambda p: jax.random.normal(jax.random.key(7), p.shape, p.dtype), params)
+        norm = np.sqrt(sum(float(jnp.sum(d**2)) for d in jax.tree.leaves(direction)))
+        step = 1e-7 / norm  # small enough that few ReLUs change sign
+        shifted = [jax.tree.map(lambda p, d, s=s: p + s * step * d, params, direction) for s in (1, -1)]
+        for x in float64(images.reshape(2, NTK_EXAMPLES, *images.shape[2:])):
+            rows = jacobian(params, x)
+            flat = np.concatenate([np.asarray(g).reshape(NTK_EXAMPLES, -1) for g in jax.tree.leaves(rows)], axis=1)
+            numeric = (logits(shifted[0], x) - logits(shifted[1], x)) / (2 * step)
+            along = flat @ np.concatenate([np.asarray(d).ravel() for d in jax.tree.leaves(direction)])
+            np.testing.assert_allclose(along, numeric, rtol=1e-5, atol=1e-6 * np.abs(numeric).max())
+            eigenvalues = np.linalg.eigvalsh(flat @ flat.T)
+            conditions.append(np.log(eigenvalues[-1] / eigenvalues[0]))
+    score = steps.mixture_ntk(state, images, labels, weights)[NTK]
+    np.testing.assert_allclose(score, -np.mean(conditions), rtol=1e-3)
+    assert abs(float(steps.mixture_ntk(state, images, labels, mixture)[NTK]) - float(score)) > 1e-4
+
+
 def _search(npz_path, workdir, **overrides) -> RunConfig:
     ops = ("none", "skip_connect", "nor_conv_3x3")
     search = SearchConfig(space="nb201", init_channels=2, depth=1, op_names=ops, sampler="softmax", arch_lr=0.05)
@@ -157,7 +206,7 @@ def _check_decisions(workdir: pathlib.Path, summary: dict, measure: str) -> tupl
     assert sorted(d["row"] for d in decisions) == list(range(6)) and summary["selection_decisions"] == [
         {k: v for k, v in d.items() if k not in ("event", "cycle", "index")} for d in decisions
     ]
-    score = measure if measure in GRADIENT_SCORED else "loss"
+    score = "loss" if measure in LOSS_SCORED else measure
     for d in decisions:  # the op of highest merit, the merit as the scores say
         assert d["op"] == max(d["merit"], key=d["merit"].get) and d["measure"] == measure
         base, perturbed = d[f"base_{score}"], d[f"perturbed_{score}"]
@@ -178,7 +227,7 @@ def _check_decisions(workdir: pathlib.Path, summary: dict, measure: str) -> tupl
     return records, epochs
 
 
-@pytest.mark.parametrize("measure", [REMOVAL, ALONE])
+@pytest.mark.parametrize("measure", [REMOVAL, ALONE, NTK])
 def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(npz_path, tmp_path, measure):
     summary = train_and_evaluate(_search(npz_path, tmp_path / "run", selection_measure=measure), tmp_path / "run")
     _, epochs = _check_decisions(tmp_path / "run", summary, measure)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_batch, search_setup
+from conftest import float64, make_batch, search_setup
 
 from asose_jax.nn import mixed_op
 from asose_jax.nn.operations import ASO_SE_OPS, NB201_OPS
@@ -153,10 +153,6 @@ def test_every_logit_gets_a_gradient_in_cell_spaces(space, batch):
         assert jnp.all(g != 0), (name, g)
 
 
-def _float64(tree):
-    return jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
-
-
 def _check_directional_derivatives(grad_fn, loss_fn, arch, eps=1e-5, rtol=1e-5):
     """grad . d against central differences (L(a + eps d) - L(a - eps d)) / 2 eps, in float64.
 
@@ -182,7 +178,7 @@ def _random_arch(state, seed):
 def test_softmax_logit_gradient_matches_central_differences(batch):
     _, _, state, steps = search_setup("chain", sampler="softmax")
     with jax.enable_x64(True):
-        state, batch = _float64(state), _float64(batch)
+        state, batch = float64(state), float64(batch)
         arch_grad = jax.jit(steps.arch_grad)
         _check_directional_derivatives(
             lambda a: arch_grad({**state, "arch": a}, batch)[0],
@@ -195,8 +191,8 @@ def test_second_order_gradient_matches_differences_of_the_unrolled_loss():
     _, _, state, steps = search_setup("chain", sampler="softmax", arch_order=2, weight_lr=0.5)
     _, _, _, first_order_steps = search_setup("chain", sampler="softmax", weight_lr=0.5)
     with jax.enable_x64(True):
-        state = _float64(state)
-        train_batch, val_batch = _float64(make_batch(1)), _float64(make_batch(2))
+        state = float64(state)
+        train_batch, val_batch = float64(make_batch(1)), float64(make_batch(2))
         arch_grad = jax.jit(steps.arch_grad)
         unrolled = jax.jit(steps.unrolled_arch_loss)
         arch = _random_arch(state, 2)
