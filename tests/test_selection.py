@@ -227,12 +227,21 @@ def _check_decisions(workdir: pathlib.Path, summary: dict, measure: str) -> tupl
     return records, epochs
 
 
-@pytest.mark.parametrize("measure", [REMOVAL, ALONE, NTK])
-def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(npz_path, tmp_path, measure):
-    summary = train_and_evaluate(_search(npz_path, tmp_path / "run", selection_measure=measure), tmp_path / "run")
+@pytest.mark.parametrize(("measure", "tune_steps"), [(REMOVAL, 2), (ALONE, 2), (NTK, 0)])
+def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(
+    npz_path, tmp_path, capsys, measure, tune_steps
+):
+    """With tuning steps every decision's epoch is validated; without, none is (nothing trained since the cycles)."""
+    config = _search(npz_path, tmp_path / "run", selection_measure=measure, selection_tune_steps=tune_steps)
+    summary = train_and_evaluate(config, tmp_path / "run")
     _, epochs = _check_decisions(tmp_path / "run", summary, measure)
     assert [r["phase"] for r in epochs] == ["warmup", "arch"] + ["select"] * 6
-    assert summary["steps"] == 3 + 3 + 6 * 2  # warm-up, arch (weight halves), tuning
+    assert summary["steps"] == 3 + 3 + 6 * tune_steps  # warm-up, arch (weight halves), tuning
+    validated = [r["val_acc"] is not None for r in epochs]
+    assert validated == [True, True] + [tune_steps > 0] * 6
+    lines = [line for line in capsys.readouterr().err.splitlines() if " select epoch " in line]
+    assert len(lines) == 6 and all(("val acc" in line) == (tune_steps > 0) for line in lines)
+    assert all("no weight steps" in line for line in lines) == (tune_steps == 0)
 
 
 @pytest.mark.parametrize(

@@ -106,10 +106,11 @@ def plot_curves(
     loss_ax.plot([r["step"] for r in weight_steps], [r["loss"] for r in weight_steps], lw=0.8, label="train loss")
     loss_ax.plot([r["step"] for r in arch_steps], [r["arch_loss"] for r in arch_steps], lw=0.8,
                  label="held-out loss (arch steps)")  # fmt: skip
-    loss_ax.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "k.-", label="val loss")
+    validated = [r for r in epochs if r["val_loss"] is not None]  # not a selection's epochs without weight steps
+    loss_ax.plot([r["step"] for r in validated], [r["val_loss"] for r in validated], "k.-", label="val loss")
     acc_ax.plot([r["step"] for r in weight_steps], [100 * r["accuracy"] for r in weight_steps], lw=0.8,
                 label="train acc")  # fmt: skip
-    acc_ax.plot([r["step"] for r in epochs], [r["val_acc"] for r in epochs], "k.-", label="val acc")
+    acc_ax.plot([r["step"] for r in validated], [r["val_acc"] for r in validated], "k.-", label="val acc")
     loss_ax.set_ylabel("cross-entropy")
     acc_ax.set_ylabel("accuracy (%)")
     _finish_step_plot(fig, (loss_ax, acc_ax), phases, path, growth)

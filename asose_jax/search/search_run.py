@@ -271,10 +271,11 @@ class SearchRun(RunSession):
         """``arch_str``, ``table_acc`` and ``table_rank`` of the derived cell, when a table was given."""
         return self.table.score(self.genotype()) if self.table is not None else {}
 
-    def epoch_record(self, cycle_index: int, phase: str, epoch: int, train: dict) -> dict:
-        """The epoch's record: training means, validation, the table score, and the architecture weights with
-        their entropy and decisiveness (per-edge margin of the strongest op over the second)."""
-        val, weights = self.validation(), self.arch_weights()
+    def epoch_record(self, cycle_index: int, phase: str, epoch: int, train: dict, validate: bool = True) -> dict:
+        """The epoch's record: training means, validation (``None`` without ``validate``), the table score, and the
+        architecture weights with their entropy and decisiveness (per-edge margin of the strongest op over the
+        second)."""
+        val, weights = self.validation() if validate else {"loss": None, "acc": None}, self.arch_weights()
         return {
             "event": "epoch", "cycle": cycle_index, "phase": phase, "epoch": epoch, "step": int(self.state["step"]),
             **{k if k in (*_SCHEDULED, "skipped_steps") else f"train_{k}": v for k, v in train.items()},
@@ -362,10 +363,11 @@ class SearchRun(RunSession):
                 start = 0
             progress.phase_start = int(self.state["step"]) - start
             train = self.tune(final, index, start)
-            record = self.epoch_record(final, SELECT, index + 1, train)
+            # Without tuning steps the supernet's weights are those of the cycles, half-discretised: nothing to
+            # validate (its accuracy only falls as the edges turn one-hot), and a pass over the held-out images saved.
+            record = self.epoch_record(final, SELECT, index + 1, train, validate=config.selection_tune_steps > 0)
             self.writer.write(record)
             fault_point("epoch_end")
-            progress.last_val_acc = record["val_acc"]
             self.say(epoch_line(record, validation_measure(config.search.sampler), self.genotype()))
             self.save(Position(final, index + 1))
 
@@ -440,8 +442,9 @@ def epoch_line(record: dict, measure: str, genotype) -> str:
     cell = genotype.to_string() if hasattr(genotype, "to_string") else describe_fields(genotype)
     table = f" | table {record['table_acc']:.2f}% (rank {record['table_rank']:,})" if "table_acc" in record else ""
     margin = f" | min margin {record['decisiveness']['min_margin']:.3f}" if "decisiveness" in record else ""
-    return (f"cycle {record['cycle']} {record['phase']} epoch {record['epoch']}: {train} | val acc "
-            f"{record['val_acc']:.2f}% ({measure}) | cell {cell}{table}{margin}")  # fmt: skip
+    val = f" | val acc {record['val_acc']:.2f}% ({measure})" if record["val_acc"] is not None else ""
+    head = f"cycle {record['cycle']} {record['phase']} epoch {record['epoch']}"
+    return f"{head}: {train}{val} | cell {cell}{table}{margin}"
 
 
 def describe_fields(genotype) -> str:
