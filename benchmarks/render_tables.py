@@ -317,13 +317,19 @@ def _nb201_report() -> str:
 GROWTH_REPORT = "report_nb201_cpu_growth.json"  # growth against none at equal wall time, on the report seeds
 
 
+NB201_STAGES = 3  # the NAS-Bench-201 network's stages of cells, split by its two reduction blocks
+
+
 def _arm(config: dict) -> str:
     """A growth-comparison arm as words, from a run's ``config.json``: cells per stage, growth, warm-up epochs."""
     depth, epochs = config["search"]["depth"], config["cycles"] * config["warmup_epochs"]
-    grown = [entry.split(":")[0] for entry in filter(None, config["grow_at"].split(","))]
+    grown = [entry.split(":") for entry in filter(None, config["grow_at"].split(","))]  # [cycle, mutation]
     if grown:
-        return (f"growth: {depth} -> {depth + 1} cells per stage (a gated cell after cycles {', '.join(grown)}), "
-                f"{epochs} warm-up epochs")  # fmt: skip
+        # A depth growth adds a gated cell to the stage with the fewest grown cells, so the stages fill in turn.
+        full, extra = divmod(sum(kind == "depth" for _, kind in grown), NB201_STAGES)
+        final = f"{depth + full}" + (f"-{depth + full + 1}" if extra else "")
+        return (f"growth: {depth} -> {final} cells per stage (a gated cell after cycles "
+                f"{', '.join(c for c, _ in grown)}), {epochs} warm-up epochs")  # fmt: skip
     return f"no growth: {depth} cell{'s' if depth > 1 else ''} per stage, {epochs} warm-up epochs"
 
 
