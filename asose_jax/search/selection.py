@@ -17,8 +17,8 @@ score of the supernet under a perturbation of that edge (``MEASURES``):
   with ``zico`` a 3x3 convolution outscores a 1x1 one by ``log 9`` per layer whatever its gradients);
 * ``ntk`` (the trainability score of TE-NAS, Chen et al. 2021, used as Zero-Cost-PT's measure): ``w_ek`` set to 0;
   ``merit_k = log kappa(without k) - log kappa(w)`` with ``kappa`` the condition number of the supernet's empirical
-  neural tangent kernel on a batch (``ntk_log_condition``, averaged over the batches): how much worse conditioned
-  the supernet trains without the op.
+  neural tangent kernel on ``NTK_EXAMPLES`` held-out examples (``ntk_log_condition``, averaged over the held-out
+  images' kernels): how much worse conditioned the supernet trains without the op.
 
 The op of highest merit is kept: ``a_e`` becomes one-hot on it (``DECIDED_LOGIT`` elsewhere, so ``softmax(a_e)`` is
 exactly one-hot in float32 and the argmax genotype is the decision). The supernet is then tuned for a few weight
