@@ -323,7 +323,7 @@ NB201_STAGES = 3  # the NAS-Bench-201 network's stages of cells, split by its tw
 def _arm(config: dict) -> str:
     """A growth-comparison arm as words, from a run's ``config.json``: cells per stage, growth, warm-up epochs."""
     depth, epochs = config["search"]["depth"], config["cycles"] * config["warmup_epochs"]
-    grown = [entry.split(":") for entry in filter(None, config["grow_at"].split(","))]  # [cycle, mutation]
+    grown = [[part.strip() for part in entry.split(":")] for entry in config["grow_at"].split(",") if entry.strip()]
     if grown:
         # A depth growth adds a gated cell to the stage with the fewest grown cells, so the stages fill in turn.
         full, extra = divmod(sum(kind == "depth" for _, kind in grown), NB201_STAGES)

@@ -57,7 +57,7 @@ from asose_jax.search.nb201_table import NB201Table, load_nb201_table
 from asose_jax.search.run_config import CPU_PRESETS, PRESETS, RESUMABLE_CHANGES, RunConfig
 from asose_jax.search.sampling import decisiveness, is_single_path
 from asose_jax.search.search_run import SearchRun
-from asose_jax.search.selection import LOSS_SCORED, PERTURBATION
+from asose_jax.search.selection import LOSS_SCORED, NTK, PERTURBATION, ntk_kernel_examples
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.search.steps import supernet_from_config
 from asose_jax.spaces import get_space, uniform_arch_weights
@@ -220,12 +220,15 @@ def supernet_flops(model: nn.Module, image_shape: tuple[int, ...]) -> float:
 
 def selection_images(config: RunConfig, shapes: dict[str, tuple[int, int]], held_out: int) -> float:
     """Perturbation selection's images in units of a training image (a forward pass is a third of one, a gradient
-    one): per edge, the unperturbed and every perturbed supernet scored on ``selection_images`` images, and the
-    epoch record's evaluation on the ``held_out`` images."""
+    one, an NTK kernel of ``n`` examples ``n`` per example: a gradient of each example through all of them): per
+    edge, the unperturbed and every perturbed supernet scored on ``selection_images`` images, and with tuning steps
+    the epoch record's evaluation on the ``held_out`` images."""
     if config.selection != PERTURBATION:
         return 0.0
-    per_image = 1 / 3 if config.selection_measure in LOSS_SCORED else 1.0
-    return sum(e * ((k + 1) * config.selection_images * per_image + held_out / 3) for e, k in shapes.values())
+    measure = config.selection_measure
+    per_image = 1 / 3 if measure in LOSS_SCORED else ntk_kernel_examples(config.batch_size) if measure == NTK else 1
+    evaluation = held_out / 3 if config.selection_tune_steps else 0.0
+    return sum(e * ((k + 1) * config.selection_images * per_image + evaluation) for e, k in shapes.values())
 
 
 def smaller_search(run: Prepared) -> str:

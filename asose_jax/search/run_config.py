@@ -16,7 +16,17 @@ from asose_jax.runtime.input_pipeline import DATA_DIR_HELP, DATA_HELP, check_sou
 from asose_jax.runtime.memory import check_size_limits
 from asose_jax.runtime.rundir import MAX_SKIPPED_DEFAULT, MAX_SKIPPED_HELP, NAN_POLICIES, NAN_POLICY_HELP
 from asose_jax.search.growth import GROWTH_MODES, STRATEGIES
-from asose_jax.search.selection import ARGMAX, GRADIENT_SCORED, MEASURES, PERTURBATION, REMOVAL, SELECTIONS
+from asose_jax.search.selection import (
+    ARGMAX,
+    GRADIENT_SCORED,
+    MEASURES,
+    NTK,
+    NTK_EXAMPLES,
+    PERTURBATION,
+    REMOVAL,
+    SELECTIONS,
+    ntk_kernel_examples,
+)
 from asose_jax.search.step_config import COMPUTED, SearchConfig
 from asose_jax.spaces import SPACES, get_space
 from asose_jax.spaces.base import GROWTH_KINDS
@@ -194,6 +204,13 @@ class RunConfig:
             raise ValueError(
                 f"--selection-images must be an integer >= {least} ({batches * self.batch_size}) with "
                 f"--selection-measure {self.selection_measure}, got {self.selection_images!r}"
+            )
+        kernel = ntk_kernel_examples(self.batch_size)
+        if self.selection_measure == NTK and (self.batch_size < 2 or self.batch_size % kernel):
+            raise ValueError(
+                f"--selection-measure ntk scores kernels of {NTK_EXAMPLES} examples of a batch (or the whole batch "
+                f"if smaller): --batch-size must be a multiple of {NTK_EXAMPLES} or from 2 to {NTK_EXAMPLES}, "
+                f"got {self.batch_size}"
             )
 
     def selection_steps(self, edges: int) -> int:

@@ -28,7 +28,7 @@ class RunProgress(SessionProgress):
     """Everything besides the arrays that a resumed search needs to continue bit for bit.
 
     ``epoch_history``: the fetched per-step metrics of the unfinished epoch; ``cycle_accuracies``: the
-    cycle-final validation accuracies; ``last_val_acc``: the newest epoch's; ``phase_start``: the global step
+    cycle-final validation accuracies; ``last_val_acc``: the newest cycle epoch's; ``phase_start``: the global step
     at which the current phase began; ``growth``: one ``{cycle, step, kind, where}`` per growth;
     ``architecture``: the grown model's layout (the space's ``architecture_json``), or None for a space without
     growth; ``selection``: one record per edge that perturbation selection decided, in its order (the position's

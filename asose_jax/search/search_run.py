@@ -275,7 +275,8 @@ class SearchRun(RunSession):
         """The epoch's record: training means, validation (``None`` without ``validate``), the table score, and the
         architecture weights with their entropy and decisiveness (per-edge margin of the strongest op over the
         second)."""
-        val, weights = self.validation() if validate else {"loss": None, "acc": None}, self.arch_weights()
+        val = self.validation() if validate else {"loss": None, "acc": None}
+        weights = self.arch_weights()
         return {
             "event": "epoch", "cycle": cycle_index, "phase": phase, "epoch": epoch, "step": int(self.state["step"]),
             **{k if k in (*_SCHEDULED, "skipped_steps") else f"train_{k}": v for k, v in train.items()},

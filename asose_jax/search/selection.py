@@ -17,8 +17,8 @@ score of the supernet under a perturbation of that edge (``MEASURES``):
   with ``zico`` a 3x3 convolution outscores a 1x1 one by ``log 9`` per layer whatever its gradients);
 * ``ntk`` (the trainability score of TE-NAS, Chen et al. 2021, used as Zero-Cost-PT's measure): ``w_ek`` set to 0;
   ``merit_k = log kappa(without k) - log kappa(w)`` with ``kappa`` the condition number of the supernet's empirical
-  neural tangent kernel on ``NTK_EXAMPLES`` held-out examples (``ntk_log_condition``, averaged over the held-out
-  images' kernels): how much worse conditioned the supernet trains without the op.
+  neural tangent kernel on ``ntk_kernel_examples(B)`` held-out examples of a batch (``ntk_log_condition``, averaged
+  over the held-out images' kernels): how much worse conditioned the supernet trains without the op.
 
 The op of highest merit is kept: ``a_e`` becomes one-hot on it (``DECIDED_LOGIT`` elsewhere, so ``softmax(a_e)`` is
 exactly one-hot in float32 and the argmax genotype is the decision). The supernet is then tuned for a few weight
@@ -46,7 +46,7 @@ MEASURES = (REMOVAL, ALONE, ZICO, ZICO_MEAN, NTK)
 LOSS_SCORED = (REMOVAL, ALONE)  # scored by the held-out loss (lower is better); the others by a score (higher)
 GRADIENT_SCORED = (ZICO, ZICO_MEAN)  # compare weight gradients across at least two batches
 SELECT = "select"  # the phase name of the selection's epoch records
-NTK_EXAMPLES = 16  # examples per kernel of ``ntk`` (its cost grows with their square; TE-NAS's kernels are batches)
+NTK_EXAMPLES = 16  # examples per kernel of ``ntk``, or the batch if smaller (a kernel's cost grows with their square)
 DECIDED_LOGIT = -1e4  # logit of the ops a decision removes: exp(-1e4) is 0 in float32
 
 
@@ -113,12 +113,21 @@ def zico_score(grads: dict, reduce: Callable = jnp.sum) -> jax.Array:
     return sum(leaf(path, g) for path, g in jax.tree_util.tree_leaves_with_path(grads))
 
 
+def ntk_kernel_examples(batch_size: int) -> int:
+    """Examples per NTK kernel for batches of ``batch_size``: ``NTK_EXAMPLES``, or the batch if smaller (``RunConfig``
+    refuses a batch that kernels of this size do not divide)."""
+    return min(batch_size, NTK_EXAMPLES)
+
+
 def ntk_log_condition(jacobian: dict) -> jax.Array:
     """``log(lambda_max / lambda_min)`` of the empirical neural tangent kernel ``Theta = J J^T`` [B, B], where the
     rows of ``J`` [B, P] are the per-example gradients ``jacobian`` (a pytree, each leaf ``[B, ...]``, flattened and
-    joined over the leaves). TE-NAS (Chen et al. 2021) ranks networks by it: lower trains better. The eigenvalues
-    are clipped to the float32 resolution of ``lambda_max``, so a singular kernel gives a finite ``log(1 / eps)``."""
+    joined over the leaves). TE-NAS (Chen et al. 2021) ranks networks by it: lower trains better. ``Theta`` is
+    computed at full float32 precision (not TF32 or bf16 on accelerators). Eigenvalues below ``B eps lambda_max``,
+    the resolution of float32's ``eigvalsh``, count as that, so a singular kernel, and a zero one, give
+    ``log(1 / (B eps))``."""
     rows = jnp.concatenate([g.reshape(g.shape[0], -1) for g in jax.tree.leaves(jacobian)], axis=1)
-    eigenvalues = jnp.linalg.eigvalsh(rows @ rows.T)
-    largest = eigenvalues[-1]
-    return jnp.log(largest) - jnp.log(jnp.maximum(eigenvalues[0], largest * jnp.finfo(rows.dtype).eps))
+    eigenvalues = jnp.linalg.eigvalsh(jnp.matmul(rows, rows.T, precision=jax.lax.Precision.HIGHEST))
+    smallest, largest = eigenvalues[0], eigenvalues[-1]
+    ratio = jnp.where(largest > 0, smallest / jnp.where(largest > 0, largest, 1.0), 0.0)  # 1 / condition number
+    return -jnp.log(jnp.maximum(ratio, rows.shape[0] * jnp.finfo(rows.dtype).eps))

@@ -19,7 +19,6 @@ A batch is ``{"image": float [B, H, W, 3], "label": int [B]}``, optionally with
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple, TypedDict
 
@@ -41,7 +40,7 @@ from asose_jax.search.sampling import (
     sample_edge_weights,
     uses_temperature,
 )
-from asose_jax.search.selection import NTK, NTK_EXAMPLES, ZICO, ZICO_MEAN, ntk_log_condition, zico_score
+from asose_jax.search.selection import NTK, ZICO, ZICO_MEAN, ntk_kernel_examples, ntk_log_condition, zico_score
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.spaces import build_supernet, init_arch_logits, uniform_arch_weights
 
@@ -276,14 +275,15 @@ class _StepFunctions:
 
     def mixture_ntk(self, state: State, images: jax.Array, labels: jax.Array, arch_weights: dict) -> Metrics:
         """Minus the mean of ``selection.ntk_log_condition``, the log condition number of the empirical NTK of the
-        supernet with edge weights ``arch_weights``, over the images ``[N, B, H, W, 3]`` cut into kernels of
-        ``gcd(B, NTK_EXAMPLES)`` examples. As TE-NAS takes it: a kernel's rows are the gradients of each example's
-        summed logits w.r.t. the weights, BatchNorm in training mode (so a kernel's examples interact, and its cost
-        grows with the square of their number), nothing written back. ``labels`` are not used."""
+        supernet with edge weights ``arch_weights``, over the images ``[N, B, H, W, 3]``, each batch cut into kernels
+        of ``ntk_kernel_examples(B)`` examples. As TE-NAS takes it: a kernel's rows are the gradients of each
+        example's summed logits w.r.t. the weights, BatchNorm in training mode (so a kernel's examples interact, and
+        its cost grows with the square of their number), nothing written back. ``labels`` are not used."""
         del labels
-        examples = math.gcd(images.shape[1], NTK_EXAMPLES)
+        n, batch = images.shape[:2]
+        examples = ntk_kernel_examples(batch)
 
-        def log_condition(x: jax.Array) -> jax.Array:
+        def log_condition(x: jax.Array) -> jax.Array:  # x [examples, H, W, 3]
             def summed_logits(params: dict) -> jax.Array:  # [examples]
                 variables = {"params": params, "batch_stats": state["batch_stats"]}
                 logits, _ = self.model.apply(variables, x, arch_weights, train=True, mutable=["batch_stats"])
@@ -291,8 +291,8 @@ class _StepFunctions:
 
             return ntk_log_condition(jax.jacrev(summed_logits)(state["params"]))
 
-        kernels = images.reshape(-1, examples, *images.shape[2:])
-        return {NTK: -jnp.mean(jax.lax.map(log_condition, kernels))}
+        kernels = images.reshape(n, batch // examples, examples, *images.shape[2:])  # a batch's kernels side by side
+        return {NTK: -jnp.mean(jax.lax.map(jax.vmap(log_condition), kernels))}
 
 
 def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
