@@ -225,6 +225,7 @@ SELECT_STAGE = (
     "select_nb201_cpu_gdas.json",  # GDAS over the grid, on the 2 + 8 epoch setting of the first rows
     "select_nb201_cpu_aso_se.json",  # ASO-SE's soft Gumbel likewise
     "select_nb201_cpu_drnas.json",  # DrNAS likewise
+    "select_nb201_cpu_darts.json",  # DARTS likewise
     "select_nb201_cpu_zico_mean.json",  # ZiCo with each layer's mean, not sum: dropped after its first seed
     "select_nb201_cpu_removal_depth5.json",  # DARTS-PT's removal on a supernet of the table's depth: likewise
     "select_nb201_cpu_ntk.json",  # TE-NAS's NTK condition number as the measure
@@ -356,13 +357,12 @@ def _nb201_growth() -> str:
 
 
 # Per ``--method``: its select-stage result over the protocol's ``--arch-lr`` grid (2 warm-up + 8 architecture
-# epochs, argmax of the logits), or None where only the five-method matrix, one arch lr, measured it; and the
-# section of docs/search-quality.md that says why it fails where it does.
+# epochs, argmax of the logits), and the section of docs/search-quality.md that says why it fails where it does.
 METHOD_GRIDS = {
     "beta_darts": ("select_nb201_cpu_preset.json", "measured-the-selection-stage"),
     "gdas": ("select_nb201_cpu_gdas.json", "the-gumbel-methods-at-this-budget"),
     "aso_se": ("select_nb201_cpu_aso_se.json", "the-gumbel-methods-at-this-budget"),
-    "darts": (None, "measured-five-methods-three-seeds"),
+    "darts": ("select_nb201_cpu_darts.json", "darts-over-the-grid"),
     "drnas": ("select_nb201_cpu_drnas.json", "drnas-at-this-budget"),
 }
 
@@ -374,7 +374,7 @@ def _best_point(result: dict) -> list[dict]:
 
 
 # Report-stage results that ran a method's chosen grid point on the report seeds (matched by its setting).
-METHOD_REPORTS = ("report_nb201_cpu_methods.json", "report_nb201_cpu_drnas.json")
+METHOD_REPORTS = ("report_nb201_cpu_methods.json", "report_nb201_cpu_drnas.json", "report_nb201_cpu_darts.json")
 
 
 def _beaten(runs: list[dict]) -> int:
@@ -398,18 +398,13 @@ def _report_runs(chosen: dict) -> tuple[list[dict], dict | None]:
     return [], None
 
 
-def _method_row(method: str, name: str | None, anchor: str, baseline: dict) -> list[str]:
+def _method_row(method: str, name: str, anchor: str, baseline: dict) -> list[str]:
     """A method's row: its table accuracy on the selection seeds, its setting, and how it compares with the initial
     logits' argmax, in the mean and seed by seed (the first epoch record's cell is the initial logits' argmax); then
     the same on the report seeds where its chosen setting has run there, which gives the verdict."""
-    if name:
-        runs = _best_point(load(name))
-        described = f"{_method_setting(runs[0]['config']['search'])}, best of the grid (`{name}`)"
-        reported, report_baseline = _report_runs(runs[0]["config"])
-    else:
-        runs = [r for r in load(SEARCH_QUALITY)["runs"] if r["method"] == method]
-        described = f"arch lr 0.003 only, before the protocol (`{SEARCH_QUALITY}`)"
-        reported, report_baseline = [], None
+    runs = _best_point(load(name))
+    described = f"{_method_setting(runs[0]['config']['search'])}, best of the grid (`{name}`)"
+    reported, report_baseline = _report_runs(runs[0]["config"])
     judged, against = (reported, report_baseline) if reported else (runs, baseline)
     accs = [r["table_acc"] for r in judged]
     working = sum(accs) / len(accs) > against["mean"] and 2 * _beaten(judged) > len(judged)
