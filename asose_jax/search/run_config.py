@@ -205,8 +205,9 @@ class RunConfig:
                 f"--selection-images must be an integer >= {least} ({batches * self.batch_size}) with "
                 f"--selection-measure {self.selection_measure}, got {self.selection_images!r}"
             )
-        kernel = ntk_kernel_examples(self.batch_size)
-        if self.selection_measure == NTK and (self.batch_size < 2 or self.batch_size % kernel):
+        if self.selection_measure == NTK and (
+            self.batch_size < 2 or self.batch_size % ntk_kernel_examples(self.batch_size)
+        ):
             raise ValueError(
                 f"--selection-measure ntk scores kernels of {NTK_EXAMPLES} examples of a batch (or the whole batch "
                 f"if smaller): --batch-size must be a multiple of {NTK_EXAMPLES} or from 2 to {NTK_EXAMPLES}, "
