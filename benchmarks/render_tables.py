@@ -241,11 +241,16 @@ def _method_setting(search: dict) -> str:
 
 
 def _setting(config: dict) -> str:
-    """A run's search and selection as words, from its ``config.json``: epochs, the logits' training, the cell's
-    choice."""
+    """A run's search and selection as words, from its ``config.json``: cycles, epochs, depth and its growth, the
+    logits' training, the cell's choice."""
     epochs = f"{config['warmup_epochs']} warm-up + {config['arch_epochs']} architecture epochs"
-    if config["search"]["depth"] > 1:  # the proxy's supernet has one cell per stage
-        epochs += f" at {config['search']['depth']} cells per stage"
+    if config["cycles"] > 1:
+        epochs = f"{config['cycles']} cycles of {epochs}"
+    depth, grown = config["search"]["depth"], _depth_growths(config)
+    if grown:
+        epochs += f", growing from {depth} to {_grown_depth(depth, len(grown))} cells per stage"
+    elif depth > 1:  # the proxy's supernet has one cell per stage
+        epochs += f" at {depth} cells per stage"
     if config["arch_epochs"]:
         epochs += f" ({_method_setting(config['search'])})"
     if config.get("selection", "argmax") == "argmax":
@@ -321,16 +326,26 @@ GROWTH_REPORT = "report_nb201_cpu_growth.json"  # growth against none at equal w
 NB201_STAGES = 3  # the NAS-Bench-201 network's stages of cells, split by its two reduction blocks
 
 
+def _depth_growths(config: dict) -> list[str]:
+    """The cycles after which ``--grow-at`` grows depth, from a run's ``config.json``."""
+    entries = [[part.strip() for part in entry.split(":")] for entry in config["grow_at"].split(",") if entry.strip()]
+    return [cycle for cycle, kind in entries if kind == "depth"]
+
+
+def _grown_depth(depth: int, growths: int) -> str:
+    """Cells per stage after ``growths`` depth growths from ``depth``: ``2``, or ``2-3`` while the stages differ (a
+    growth adds a gated cell to the stage with the fewest grown cells, so the stages fill in turn)."""
+    full, extra = divmod(growths, NB201_STAGES)
+    return f"{depth + full}" + (f"-{depth + full + 1}" if extra else "")
+
+
 def _arm(config: dict) -> str:
     """A growth-comparison arm as words, from a run's ``config.json``: cells per stage, growth, warm-up epochs."""
     depth, epochs = config["search"]["depth"], config["cycles"] * config["warmup_epochs"]
-    grown = [[part.strip() for part in entry.split(":")] for entry in config["grow_at"].split(",") if entry.strip()]
+    grown = _depth_growths(config)
     if grown:
-        # A depth growth adds a gated cell to the stage with the fewest grown cells, so the stages fill in turn.
-        full, extra = divmod(sum(kind == "depth" for _, kind in grown), NB201_STAGES)
-        final = f"{depth + full}" + (f"-{depth + full + 1}" if extra else "")
-        return (f"growth: {depth} -> {final} cells per stage (a gated cell after cycles "
-                f"{', '.join(c for c, _ in grown)}), {epochs} warm-up epochs")  # fmt: skip
+        return (f"growth: {depth} -> {_grown_depth(depth, len(grown))} cells per stage (a gated cell after cycles "
+                f"{', '.join(grown)}), {epochs} warm-up epochs")  # fmt: skip
     return f"no growth: {depth} cell{'s' if depth > 1 else ''} per stage, {epochs} warm-up epochs"
 
 

@@ -115,12 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"dry run: {summary['params']['weights']:,} weights, {summary['params']['arch']} logits; wrote {workdir}")
     else:
-        grown = "".join(f"; grew {g['kind']} at cycle {g['cycle']} ({g['where']})" for g in summary["growth"])
-        table = (f"; NAS-Bench-201 table {summary['table_acc']:.2f}% (rank {summary['table_rank']:,})"
-                 if "table_acc" in summary else "")  # fmt: skip
-        print(f"done in {summary['wall_time_s']:.0f} s: val {summary['val_acc']:.2f}% test {summary['test_acc']:.2f}% "
-              f"({summary['val_measure']}){table}{grown}; genotype in {workdir}/genotype.json")  # fmt: skip
+        print(done_line(summary, workdir))
     return 0
+
+
+def done_line(summary: dict, workdir: pathlib.Path | str) -> str:
+    """The console line a finished search ends with: wall time, accuracies, table score, growth, where the cell is.
+    After a perturbation selection the table score leads: the validation and test accuracies are those of the cell's
+    path through the supernet, whose weights were trained as a mixture, not as that cell's network."""
+    grown = "".join(f"; grew {g['kind']} at cycle {g['cycle']} ({g['where']})" for g in summary["growth"])
+    table = (f"NAS-Bench-201 table {summary['table_acc']:.2f}% (rank {summary['table_rank']:,})"
+             if "table_acc" in summary else "")  # fmt: skip
+    accuracies = f"val {summary['val_acc']:.2f}% test {summary['test_acc']:.2f}%"
+    if summary["selection"] == "perturbation":
+        path = f"the cell's path through the supernet (weights trained as a mixture): {accuracies}"
+        figures = f"{table}; {path}" if table else path
+    else:
+        figures = f"{accuracies} ({summary['val_measure']})" + (f"; {table}" if table else "")
+    return f"done in {summary['wall_time_s']:.0f} s: {figures}{grown}; genotype in {workdir}/genotype.json"
 
 
 if __name__ == "__main__":

@@ -48,6 +48,28 @@ def test_the_readme_method_table_covers_every_method():
     assert all(cells[-1].strip() for cells in rows)  # each with its verdict
 
 
+def test_a_selection_row_names_its_cycles_and_growth():
+    """The selection table's words for a run come from its settings: cycles, depth growth, method, selection."""
+    render_tables = _render_tables()
+    search = {"depth": 1, "sampler": "softmax", "arch_regularizer": "beta", "arch_reg_weight": 5.0, "arch_lr": 3e-3}
+    config = {"warmup_epochs": 1, "arch_epochs": 1, "cycles": 4, "grow_at": "1:depth,2:depth,3:depth",
+              "search": search, "selection": "perturbation", "selection_measure": "removal",
+              "selection_images": 1024, "selection_tune_steps": 0}  # fmt: skip
+    assert render_tables._setting(config) == (
+        "4 cycles of 1 warm-up + 1 architecture epochs, growing from 1 to 2 cells per stage (`softmax` + beta 5, "
+        "arch lr 0.003); perturbation selection, removal on 1,024 images, 0 tuning steps per edge"
+    )
+    once = {**config, "cycles": 2, "grow_at": "1:depth", "arch_epochs": 0, "selection": "argmax"}
+    assert (
+        render_tables._setting(once) == "2 cycles of 1 warm-up + 0 architecture epochs, growing from 1 to 1-2 "
+        "cells per stage; argmax of the logits"
+    )
+    deep = {**once, "cycles": 1, "grow_at": "", "search": {**search, "depth": 5}}
+    assert (
+        render_tables._setting(deep) == "1 warm-up + 0 architecture epochs at 5 cells per stage; argmax of the logits"
+    )
+
+
 def test_a_stale_block_is_found(tmp_path):
     render_tables = _render_tables()
     page = tmp_path / "page.md"

@@ -169,6 +169,22 @@ def test_plot_run_redraws_the_plots(finished_run, capsys):
     assert "has no metrics.jsonl" in capsys.readouterr().err
 
 
+def test_the_done_line_leads_with_the_measure_that_scores_the_cell(finished_run):
+    workdir, _ = finished_run
+    summary = json.loads((workdir / "summary.json").read_text())
+    line = cifar10_search.done_line(summary, workdir)
+    assert line == (f"done in {summary['wall_time_s']:.0f} s: val {summary['val_acc']:.2f}% test "
+                    f"{summary['test_acc']:.2f}% (supernet); genotype in {workdir}/genotype.json")  # fmt: skip
+    # After a perturbation selection the table's score comes first, the supernet path's accuracies after it.
+    decided = {**summary, "selection": "perturbation", "val_acc": 9.96, "test_acc": 9.9, "table_acc": 93.76,
+               "table_rank": 167, "growth": [{"kind": "depth", "cycle": 1, "where": "stage 2"}]}  # fmt: skip
+    assert cifar10_search.done_line(decided, "runs/x") == (
+        f"done in {summary['wall_time_s']:.0f} s: NAS-Bench-201 table 93.76% (rank 167); the cell's path through "
+        "the supernet (weights trained as a mixture): val 9.96% test 9.90%; grew depth at cycle 1 (stage 2); "
+        "genotype in runs/x/genotype.json"
+    )
+
+
 def test_an_existing_run_is_never_overwritten(finished_run, npz_path, capsys):
     workdir, _ = finished_run
     before = (workdir / "metrics.jsonl").read_bytes()
