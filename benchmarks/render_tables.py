@@ -230,6 +230,10 @@ SELECT_STAGE = (
     "select_nb201_cpu_removal_depth5.json",  # DARTS-PT's removal on a supernet of the table's depth: likewise
     "select_nb201_cpu_ntk.json",  # TE-NAS's NTK condition number as the measure
     "select_nb201_cpu_ntk_depth5.json",  # likewise on a supernet of the table's depth, as TE-NAS scores it
+    "select_nb201_cpu_grow_removal.json",  # removal after beta-DARTS cycles with ASO-SE's growth: 1 -> 2 cells/stage
+    "select_nb201_cpu_cycles_removal.json",  # the same cycles without growth, at one cell per stage
+    "select_nb201_cpu_cycles_removal_depth2.json",  # likewise at two cells per stage: dropped after its first seed
+    "select_nb201_cpu_cycles_removal_tuned.json",  # one cell per stage, with DARTS-PT's tuning after each decision
 )
 
 
@@ -284,7 +288,7 @@ def _nb201_select() -> str:
         rows.append([f"baseline: {b['label']}", _mean_std(b), f"{b['min']:.2f}",
                      f"{b['max']:.2f}", f"{b['distinct_cells']} of {b['n']}", "-", "-", "-"])  # fmt: skip
     header = ["setting", "table accuracy: mean ± std", "min", "max", "distinct cells", "smallest final edge margin",
-              "wall time (2 or more runs sharing 2 cores)", "result"]  # fmt: skip
+              "wall time (2 or more runs sharing 2 cores, unless the text says alone)", "result"]  # fmt: skip
     return "\n".join([
         md_table(header, rows),
         "",
