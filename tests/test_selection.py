@@ -241,9 +241,10 @@ def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(
     assert summary["steps"] == 3 + 3 + 6 * tune_steps  # warm-up, arch (weight halves), tuning
     validated = [r["val_acc"] is not None for r in epochs]
     assert validated == [True, True] + [tune_steps > 0] * 6
-    lines = [line for line in capsys.readouterr().err.splitlines() if " select epoch " in line]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("after selection ")]
     assert len(lines) == 6 and all(("val acc" in line) == (tune_steps > 0) for line in lines)
     assert ["no weight steps" in line for line in lines] == [tune_steps == 0] * 6
+    assert [line.split(":")[0] for line in lines] == [f"after selection {i}" for i in range(1, 7)]
 
 
 @pytest.mark.parametrize(

@@ -444,7 +444,9 @@ def epoch_line(record: dict, measure: str, genotype) -> str:
     table = f" | table {record['table_acc']:.2f}% (rank {record['table_rank']:,})" if "table_acc" in record else ""
     margin = f" | min margin {record['decisiveness']['min_margin']:.3f}" if "decisiveness" in record else ""
     val = f" | val acc {record['val_acc']:.2f}% ({measure})" if record["val_acc"] is not None else ""
-    head = f"cycle {record['cycle']} {record['phase']} epoch {record['epoch']}"
+    # A selection's records sit after the last cycle (position cycles + 1); the console names the decision instead.
+    head = (f"after selection {record['epoch']}" if record["phase"] == SELECT
+            else f"cycle {record['cycle']} {record['phase']} epoch {record['epoch']}")  # fmt: skip
     return f"{head}: {train}{val} | cell {cell}{table}{margin}"
 
 
