@@ -6,7 +6,8 @@ Points: ``step`` (after a training step), ``epoch_end`` (after an epoch's record
 ``metrics_append`` (half of a ``metrics.jsonl`` line written), ``checkpoint_saved`` (after a save was started),
 ``checkpoint_commit`` (a checkpoint fully written, not yet renamed into place), ``checkpoint_delete`` (orbax
 removing a checkpoint beyond the newest kept: its ``state`` removed, the rest not yet), ``growth_inside`` (the
-network grown, nothing recorded), ``growth_after`` (the growth recorded, not yet checkpointed), ``early_stop`` (the
+network grown, nothing recorded), ``growth_after`` (the growth recorded, not yet checkpointed), ``shrink_after``
+(progressive shrinking recorded, not yet checkpointed), ``early_stop`` (the
 plateau stop recorded, the cycle end not yet checkpointed), ``final_plots`` and ``final_summary`` (while the
 finished run writes its plots and, last, ``summary.json``). Unset, every point is a dictionary lookup.
 """
@@ -18,7 +19,7 @@ import os
 
 ENV = "ASOSE_FAULT"
 POINTS = ("step", "epoch_end", "metrics_append", "checkpoint_saved", "checkpoint_commit", "checkpoint_delete",
-          "growth_inside", "growth_after", "early_stop", "final_plots", "final_summary")  # fmt: skip
+          "growth_inside", "growth_after", "shrink_after", "early_stop", "final_plots", "final_summary")  # fmt: skip
 _passes: dict[str, int] = {}
 
 

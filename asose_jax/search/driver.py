@@ -57,7 +57,7 @@ from asose_jax.search.nb201_table import NB201Table, load_nb201_table
 from asose_jax.search.run_config import CPU_PRESETS, PRESETS, RESUMABLE_CHANGES, RunConfig
 from asose_jax.search.sampling import decisiveness, is_single_path
 from asose_jax.search.search_run import SearchRun
-from asose_jax.search.selection import LOSS_SCORED, NTK, PERTURBATION, ntk_kernel_examples
+from asose_jax.search.selection import LOSS_SCORED, NTK, PERTURBATION, WEIGHT, ntk_kernel_examples
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.search.steps import supernet_from_config
 from asose_jax.spaces import get_space, uniform_arch_weights
@@ -106,6 +106,7 @@ def prepare(config: RunConfig, saved: dict | None, exact_train_limit: bool) -> P
     search = dataclasses.replace(config.search, num_classes=data.num_classes)
     model = supernet_from_config(dataclasses.replace(search, scan_cells=cell_layout(search, saved)))
     edges = sum(e for e, _ in model.arch_shapes().values())
+    check_shrinking(config, max(k for _, k in model.arch_shapes().values()))
     search = dataclasses.replace(search, total_steps=cycle.total_steps(config, n_weight, n_arch, edges))
     config = dataclasses.replace(config, search=search)
     image_shape = data.x_train.shape[1:]
@@ -194,10 +195,24 @@ def estimated_seconds(run: Prepared) -> float | None:
         for c in range(config.cycles)
         for m, (steps, epochs) in ((models[c], before), (models[c + 1], after))
     ]
-    tuning = config.selection_steps(sum(e for e, _ in run.model.arch_shapes().values()))
-    selection = tuning * config.batch_size + selection_images(config, run.model.arch_shapes(), held_out)
+    shapes = run.model.arch_shapes()
+    seconds += [training_seconds(flops[id(models[c])], shrink_images(config, shapes, c + 1), 0)
+                for c in range(config.cycles - 1) if config.shrink_ops]  # fmt: skip
+    tuning = config.selection_steps(sum(e for e, _ in shapes.values()))
+    selection = tuning * config.batch_size + selection_images(config, shapes, held_out)
     seconds.append(training_seconds(flops[id(models[-1])], selection, tuning))
     return None if None in seconds else sum(seconds)
+
+
+def check_shrinking(config: RunConfig, ops: int) -> None:
+    """Refuses ``--shrink-ops`` that would leave an edge of ``ops`` ops without a candidate before the last cycle."""
+    shrinks = config.cycles - 1
+    if config.shrink_ops and config.ops_in_play(ops, shrinks) < 1:
+        raise ValueError(
+            f"--shrink-ops {config.shrink_ops} over the {shrinks} cycles before the last drops "
+            f"{config.shrink_ops * shrinks} of each edge's {ops} ops, but one must stay; use --shrink-ops <= "
+            f"{(ops - 1) // shrinks} or fewer --cycles"
+        )
 
 
 def cycle_supernets(config: RunConfig, model: nn.Module) -> list[nn.Module]:
@@ -218,17 +233,30 @@ def supernet_flops(model: nn.Module, image_shape: tuple[int, ...]) -> float:
     return forward_flops(lambda v, x: model.apply(v, x, weights, train=False), variables, image_shape)
 
 
+def scoring_images(config: RunConfig, measure: str, shapes: dict[str, tuple[int, int]], cycle: int) -> float:
+    """The images of scoring every edge's ops in play after ``cycle`` cycles by ``measure``, in units of a training
+    image (a forward pass is a third of one, a gradient one, an NTK kernel of ``n`` examples ``n`` per example: a
+    gradient of each example through all of them): per edge, the unperturbed and every perturbed supernet on
+    ``selection_images`` images; nothing for ``weight``."""
+    if measure == WEIGHT:
+        return 0.0
+    per_image = 1 / 3 if measure in LOSS_SCORED else ntk_kernel_examples(config.batch_size) if measure == NTK else 1
+    return sum(e * (config.ops_in_play(k, cycle) + 1) for e, k in shapes.values()) * config.selection_images * per_image
+
+
+def shrink_images(config: RunConfig, shapes: dict[str, tuple[int, int]], cycle: int) -> float:
+    """The shrinking at the end of ``cycle``'s mutation phase: scoring the ops left after the cycle before."""
+    return scoring_images(config, config.shrink_measure, shapes, cycle - 1)
+
+
 def selection_images(config: RunConfig, shapes: dict[str, tuple[int, int]], held_out: int) -> float:
-    """Perturbation selection's images in units of a training image (a forward pass is a third of one, a gradient
-    one, an NTK kernel of ``n`` examples ``n`` per example: a gradient of each example through all of them): per
-    edge, the unperturbed and every perturbed supernet scored on ``selection_images`` images, and with tuning steps
-    the epoch record's evaluation on the ``held_out`` images."""
+    """Perturbation selection's images in training images: the ops in play after every cycle scored per edge
+    (``scoring_images``), and with tuning steps the epoch record's evaluation on the ``held_out`` images."""
     if config.selection != PERTURBATION:
         return 0.0
-    measure = config.selection_measure
-    per_image = 1 / 3 if measure in LOSS_SCORED else ntk_kernel_examples(config.batch_size) if measure == NTK else 1
     evaluation = held_out / 3 if config.selection_tune_steps else 0.0
-    return sum(e * ((k + 1) * config.selection_images * per_image + evaluation) for e, k in shapes.values())
+    edges = sum(e for e, _ in shapes.values())
+    return scoring_images(config, config.selection_measure, shapes, config.cycles) + edges * evaluation
 
 
 def smaller_search(run: Prepared) -> str:

@@ -25,6 +25,8 @@ from asose_jax.search.selection import (
     PERTURBATION,
     REMOVAL,
     SELECTIONS,
+    SHRINK_MEASURES,
+    WEIGHT,
     ntk_kernel_examples,
 )
 from asose_jax.search.step_config import COMPUTED, SearchConfig
@@ -103,6 +105,15 @@ class RunConfig:
     )  # fmt: skip
     selection_images: int = setting(1024, "held-out images that score each op (perturbation)")
     selection_tune_steps: int = setting(39, "weight steps that tune the supernet after each edge's decision")
+    shrink_ops: int = setting(
+        0, "progressive shrinking: at the mutation phase of every cycle but the last, each edge drops this many of "
+        "its candidate ops (0: off)",
+    )  # fmt: skip
+    shrink_measure: str = setting(
+        WEIGHT, "shrinking drops the ops of lowest architecture weight (weight, P-DARTS), or whose removal raises "
+        "the held-out loss least (removal) or that alone on the edge give the highest (alone), on --selection-images",
+        choices=SHRINK_MEASURES,
+    )  # fmt: skip
     nb201_table: str | None = setting(
         None, "NAS-Bench-201 table (CSV) that scores the derived cell every epoch", metavar="CSV"
     )
@@ -120,6 +131,7 @@ class RunConfig:
             "max_branches",
             "max_skipped_steps",
             "selection_tune_steps",
+            "shrink_ops",
         )
         for name in positive + optional + non_negative:
             value = getattr(self, name)
@@ -190,11 +202,30 @@ class RunConfig:
             raise ValueError(
                 f"unknown --selection-measure {self.selection_measure!r}; use one of {', '.join(MEASURES)}"
             )
-        if self.selection == PERTURBATION and not get_space(self.search.space).one_op_per_row:
-            able = ", ".join(s.name for s in SPACES.values() if s.one_op_per_row)
+        if self.shrink_measure not in SHRINK_MEASURES:
             raise ValueError(
-                f"--selection perturbation decides one op per edge, which the {self.search.space} space's cells do "
-                f"not keep; use --selection argmax, or a space with one op per edge ({able})"
+                f"unknown --shrink-measure {self.shrink_measure!r}; use one of {', '.join(SHRINK_MEASURES)}"
+            )
+        one_op_per_edge = (
+            (self.selection == PERTURBATION, "--selection perturbation decides", "--selection argmax"),
+            (self.shrink_ops > 0, "--shrink-ops narrows every edge toward", "--shrink-ops 0"),
+        )
+        for used, what, fix in one_op_per_edge:
+            if used and not get_space(self.search.space).one_op_per_row:
+                able = ", ".join(s.name for s in SPACES.values() if s.one_op_per_row)
+                raise ValueError(
+                    f"{what} one op per edge, which the {self.search.space} space's cells do not keep; use {fix}, "
+                    f"or a space with one op per edge ({able})"
+                )
+        if self.shrink_ops and self.search.sampler == "dirichlet":
+            raise ValueError(
+                "--shrink-ops with --sampler dirichlet: a dropped op's Dirichlet concentration elu(a) + 1 is 0, which "
+                "the sampler cannot draw from; use another --sampler or --shrink-ops 0"
+            )
+        if self.shrink_ops and self.cycles < 2:
+            raise ValueError(
+                "--shrink-ops drops ops at the mutation phase of every cycle but the last, and --cycles is 1; use "
+                "--cycles >= 2 or --shrink-ops 0"
             )
         batches = 2 if self.selection_measure in GRADIENT_SCORED else 1  # ZiCo compares gradients across batches
         if isinstance(self.selection_images, bool) or not isinstance(self.selection_images, int) or (
@@ -213,6 +244,10 @@ class RunConfig:
                 f"if smaller): --batch-size must be a multiple of {NTK_EXAMPLES} or from 2 to {NTK_EXAMPLES}, "
                 f"got {self.batch_size}"
             )
+
+    def ops_in_play(self, ops: int, cycle: int) -> int:
+        """Candidates per edge of ``ops`` after ``cycle`` cycles of shrinking (the last cycle does not shrink)."""
+        return ops - self.shrink_ops * min(cycle, self.cycles - 1)
 
     def selection_steps(self, edges: int) -> int:
         """Weight steps of the selection's tuning for a supernet of ``edges`` logit rows (0 with argmax)."""
@@ -275,7 +310,8 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
                  "plateau_threshold"),
     "growth": ("growth", "grow_at", "growth_window", "growth_threshold", "growth_strategy", "width_factor",
                "width_noise", "max_depth", "max_width", "max_branches", "max_params"),
-    "selection": ("selection", "selection_measure", "selection_images", "selection_tune_steps"),
+    "selection": ("selection", "selection_measure", "selection_images", "selection_tune_steps", "shrink_ops",
+                  "shrink_measure"),
     "scoring": ("nb201_table",),
     "run directory": ("log_every", "checkpoint_every", "keep_checkpoints", "nan_policy", "max_skipped_steps"),
     "devices": (),

@@ -29,11 +29,15 @@ from asose_jax.search.selection import (
     LOSS_SCORED,
     PERTURBATION,
     SELECT,
+    WEIGHT,
+    candidates,
     chosen_op,
     decided_logits,
+    dropped_ops,
     edge_order,
     merits,
     perturbed_weights,
+    without_ops,
 )
 from asose_jax.search.steps import State, init_search_state
 from asose_jax.spaces import count_params, space_of
@@ -309,6 +313,8 @@ class SearchRun(RunSession):
         """The phase's epochs from ``first_epoch`` on (each with its record and console line), or the mutation."""
         progress = self.progress
         if phase.name == cycle.MUTATION:
+            if self.config.shrink_ops and cycle_index < self.config.cycles:
+                self.shrink(cycle_index)
             decision = self.decide_growth(cycle_index)
             event = self.grow(cycle_index, *decision) if decision else None
             self.writer.write({"event": "mutation", "cycle": cycle_index, "step": progress.phase_start,
@@ -372,10 +378,10 @@ class SearchRun(RunSession):
             self.say(epoch_line(record, validation_measure(config.search.sampler), self.genotype()))
             self.save(Position(final, index + 1))
 
-    def decide_edge(self, final: int, index: int, edge: tuple[str, int], shapes: dict) -> None:
-        """Gives every op of ``edge`` its merit (``selection_measure``) from a score of the perturbed supernet on the
-        held-out images (its loss, the ZiCo score of its gradients, or its NTK's conditioning), keeps the op of
-        highest merit, fixes the edge's logits on it and records the decision."""
+    def score_ops(self, edge: tuple[str, int], measure: str, ops: np.ndarray) -> tuple[str, float, list, np.ndarray]:
+        """Scores ``ops`` (indices) of ``edge`` by ``measure`` on the first ``selection_images`` held-out images: the
+        score's name, the unperturbed supernet's score, and per op of the edge the perturbed supernet's score and the
+        merit (``merits``; NaN for the ops not scored)."""
         config = self.config
         n = config.selection_images // config.batch_size
         idx = shard_batch(self.arch_idx[: n * config.batch_size].reshape(n, -1), self.mesh, 1)
@@ -384,30 +390,73 @@ class SearchRun(RunSession):
             self.say(f"compiling {program} (XLA; cached for later runs)...")
             self.compiled.add(program)
         weights = jax.device_get(expected_edge_weights(self.state["arch"], config.search.sampler))
-        measure = config.selection_measure
         perturbed = perturbed_weights(weights, edge, measure)
         score, key = (self.iterations.mixture_eval, "loss") if measure in LOSS_SCORED else (
             self.iterations.mixture_score, measure)  # fmt: skip
-        base, *scored = [jax.device_get(score(self.state, self.images, self.labels, idx, w))
-                         for w in (weights, *perturbed)]  # fmt: skip
-        merit = merits(float(base[key]), [float(m[key]) for m in scored], measure)
-        op = chosen_op(merit)
+        base = float(jax.device_get(score(self.state, self.images, self.labels, idx, weights))[key])
+        scores = [np.nan] * len(perturbed)
+        for k in ops:
+            scores[k] = float(jax.device_get(score(self.state, self.images, self.labels, idx, perturbed[k]))[key])
+        return key, base, scores, merits(base, scores, measure)
+
+    def decide_edge(self, final: int, index: int, edge: tuple[str, int], shapes: dict) -> None:
+        """Gives every op of ``edge`` still in play its merit (``selection_measure``) from a score of the perturbed
+        supernet on the held-out images (its loss, the ZiCo score of its gradients, or its NTK's conditioning), keeps
+        the op of highest merit, fixes the edge's logits on it and records the decision."""
+        measure = self.config.selection_measure
+        in_play = candidates(jax.device_get(self.state["arch"])[edge[0]][edge[1]])
+        key, base, scores, merit = self.score_ops(edge, measure, np.flatnonzero(in_play))
+        op = chosen_op(merit, in_play)
         arch = decided_logits(jax.device_get(self.state["arch"]), edge, op)
         self.state = {**self.state, "arch": replicate(arch, self.mesh)}
         label = space_of(self.model).edge_label(self.model, *edge)
+        others = merit[in_play & (np.arange(len(merit)) != op)]
         decision = {"edge": label, "array": edge[0], "row": edge[1], "op": self.op_names[op],
-                    "step": int(self.state["step"]), "measure": measure, f"base_{key}": float(base[key]),
-                    f"perturbed_{key}": self.per_op([float(m[key]) for m in scored]),
-                    "merit": self.per_op(merit.round(6).tolist()),
-                    "merit_margin": float(np.round(merit[op] - np.max(np.delete(merit, op)), 6))}  # fmt: skip
+                    "step": int(self.state["step"]), "measure": measure, f"base_{key}": base,
+                    f"perturbed_{key}": self.per_op(scores), "merit": self.per_op(merit.round(6).tolist()),
+                    "merit_margin": float(np.round(merit[op] - others.max(), 6)) if len(others) else None}  # fmt: skip
         self.progress.selection.append(decision)
         self.writer.write({"event": "selection", "cycle": final, "index": index + 1, **decision})
-        others = ", ".join(f"{o} {m:+.3f}" for o, m in decision["merit"].items() if o != decision["op"])
+        others = ", ".join(
+            f"{o} {m:+.3f}" for o, m in decision["merit"].items() if o != decision["op"] and m is not None
+        )
         self.say(f"selection {index + 1}/{sum(e for e, _ in shapes.values())}: edge {label} keeps {decision['op']} "
                  f"({measure} merit {decision['merit'][decision['op']]:+.3f}; {others})")  # fmt: skip
 
-    def per_op(self, values: list[float]) -> dict[str, float]:
-        return dict(zip(self.op_names, values, strict=True))
+    def shrink(self, cycle_index: int) -> None:
+        """Progressive shrinking at the mutation phase: every edge drops its ``shrink_ops`` candidates of lowest
+        merit by ``shrink_measure`` (their expected weight, or a loss-scored perturbation), every edge scored on the
+        same supernet; then a ``shrink`` record and one console line."""
+        config, measure = self.config, self.config.shrink_measure
+        arch = jax.device_get(self.state["arch"])
+        weights = jax.device_get(expected_edge_weights(self.state["arch"], config.search.sampler))
+        shrunk, edges = arch, []
+        for name in sorted(arch):
+            for row in range(arch[name].shape[0]):
+                in_play = candidates(arch[name][row])
+                if measure == WEIGHT:
+                    merit = np.where(in_play, np.asarray(weights[name][row], np.float64), np.nan)
+                else:
+                    merit = self.score_ops((name, row), measure, np.flatnonzero(in_play))[3]
+                drop = dropped_ops(merit, in_play, config.shrink_ops)
+                shrunk = without_ops(shrunk, (name, row), drop)
+                edges.append({"edge": space_of(self.model).edge_label(self.model, name, row), "array": name,
+                              "row": row, "dropped": [self.op_names[k] for k in drop],
+                              "merit": self.per_op(merit.round(6).tolist()),
+                              "in_play": [o for o, kept in zip(self.op_names, candidates(shrunk[name][row]),
+                                                               strict=True) if kept]})  # fmt: skip
+        self.state = {**self.state, "arch": replicate(shrunk, self.mesh)}
+        self.writer.write({"event": "shrink", "cycle": cycle_index, "step": int(self.state["step"]),
+                           "measure": measure, "edges": edges})  # fmt: skip
+        fault_point("shrink_after")
+        dropped = ", ".join(f"{e['edge']} drops {'+'.join(e['dropped'])}" for e in edges)
+        left = sorted({len(e["in_play"]) for e in edges})
+        self.say(f"cycle {cycle_index}: shrank the candidates by {measure}: {dropped}; "
+                 f"{'/'.join(map(str, left))} of {len(self.op_names)} ops left per edge")  # fmt: skip
+
+    def per_op(self, values: list[float]) -> dict[str, float | None]:
+        """``values`` by op name; NaN (an op not scored) as None."""
+        return {o: None if v is None or np.isnan(v) else v for o, v in zip(self.op_names, values, strict=True)}
 
     def tune(self, final: int, index: int, start: int) -> dict:
         """The weight steps after decision ``index`` from call ``start`` on; returns their means."""

@@ -25,8 +25,14 @@ exactly one-hot in float32 and the argmax genotype is the decision). The superne
 steps with the decided edges fixed, and the next edge is decided. BatchNorm runs in training mode during the
 evaluation (each batch's own statistics): the running statistics describe the unperturbed mixture.
 
+*Progressive shrinking* (``--shrink-ops N``, as P-DARTS, Chen et al. 2019, shrinks its candidate set while the
+supernet deepens) acts at the mutation phase of every cycle but the last: every edge drops the ``N`` candidates
+that rank lowest by ``SHRINK_MEASURES`` (their architecture weight, or a loss-scored merit above, all edges scored
+on the same supernet), and a dropped op's logit becomes ``DECIDED_LOGIT``, as a decision's losers do. Later warm-ups
+train the ops still in play (``in_play``), and the argmax or the perturbation selection chooses among them.
+
 The functions here are pure: the bookkeeping acts on host arrays, ``zico_score`` on traced gradients inside the
-jitted evaluation; ``SearchRun.run_selection`` runs the loop.
+jitted evaluation; ``SearchRun.run_selection`` and ``SearchRun.shrink`` run the loops.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ GRADIENT_SCORED = (ZICO, ZICO_MEAN)  # compare weight gradients across at least 
 SELECT = "select"  # the phase name of the selection's epoch records
 NTK_EXAMPLES = 16  # examples per kernel of ``ntk``, or the batch if smaller (a kernel's cost grows with their square)
 DECIDED_LOGIT = -1e4  # logit of the ops a decision removes: exp(-1e4) is 0 in float32
+WEIGHT = "weight"  # shrinking by the architecture weight (P-DARTS)
+SHRINK_MEASURES = (WEIGHT, *LOSS_SCORED)
 
 
 def edge_order(arch_shapes: Mapping[str, tuple[int, int]], seed: int) -> list[tuple[str, int]]:
@@ -81,9 +89,38 @@ def merits(base: float, scores: list[float], measure: str) -> np.ndarray:
     return change if measure == REMOVAL else -change
 
 
-def chosen_op(merit: np.ndarray) -> int:
-    """The op of highest merit (the first of equals)."""
-    return int(np.argmax(merit))
+def candidates(logits_row: np.ndarray) -> np.ndarray:
+    """Which ops of an edge are still in play (bool ``[K]``): those whose logit no decision or shrinking set to
+    ``DECIDED_LOGIT``."""
+    return np.asarray(logits_row) > DECIDED_LOGIT / 2
+
+
+def in_play(logits: jax.Array) -> jax.Array:
+    """The warm-up's logits: 0 for the ops in play, ``DECIDED_LOGIT`` for the dropped ones, so that ``softmax`` is
+    uniform over the candidates (``1/K`` everywhere before any shrinking)."""
+    return jnp.where(logits > DECIDED_LOGIT / 2, 0.0, DECIDED_LOGIT).astype(logits.dtype)
+
+
+def chosen_op(merit: np.ndarray, in_play_ops: np.ndarray | None = None) -> int:
+    """The op of highest merit among ``in_play_ops`` (bool ``[K]``, default every op; the first of equals)."""
+    allowed = np.ones(len(merit), bool) if in_play_ops is None else np.asarray(in_play_ops, bool)
+    return int(np.argmax(np.where(allowed, merit, -np.inf)))
+
+
+def dropped_ops(merit: np.ndarray, in_play_ops: np.ndarray, n: int) -> list[int]:
+    """The ``n`` ops of lowest merit among ``in_play_ops`` (bool ``[K]``; the later of equals first), in that
+    order; at least one op stays in play."""
+    allowed = np.flatnonzero(in_play_ops)
+    order = allowed[np.lexsort((-allowed, np.asarray(merit, np.float64)[allowed]))]  # by merit, then later first
+    return [int(k) for k in order[: min(n, len(allowed) - 1)]]
+
+
+def without_ops(logits: dict[str, np.ndarray], edge: tuple[str, int], ops: list[int]) -> dict[str, np.ndarray]:
+    """``logits`` with ``ops`` of ``edge`` dropped: their logits set to ``DECIDED_LOGIT``."""
+    name, row = edge
+    out = {n: np.array(a) for n, a in logits.items()}
+    out[name][row, ops] = DECIDED_LOGIT
+    return out
 
 
 def decided_logits(logits: dict[str, np.ndarray], edge: tuple[str, int], op: int) -> dict[str, np.ndarray]:

@@ -40,7 +40,15 @@ from asose_jax.search.sampling import (
     sample_edge_weights,
     uses_temperature,
 )
-from asose_jax.search.selection import NTK, ZICO, ZICO_MEAN, ntk_kernel_examples, ntk_log_condition, zico_score
+from asose_jax.search.selection import (
+    NTK,
+    ZICO,
+    ZICO_MEAN,
+    in_play,
+    ntk_kernel_examples,
+    ntk_log_condition,
+    zico_score,
+)
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.spaces import build_supernet, init_arch_logits, uniform_arch_weights
 
@@ -144,9 +152,9 @@ class _StepFunctions:
 
     def weight_grad(self, state: State, batch: Batch, uniform_arch: bool | jax.Array = False):
         """Gradient of the training loss w.r.t. the weights only. ``uniform_arch`` (a bool, or a
-        traced bool so one compiled step serves both) samples from zero logits instead of
-        ``state["arch"]``: the warm-up, where every op is trained and none favoured."""
-        logits = jax.tree.map(lambda a: jnp.where(uniform_arch, jnp.zeros_like(a), a), state["arch"])
+        traced bool so one compiled step serves both) samples from logits that are zero on every op in play instead
+        of ``state["arch"]`` (``in_play``): the warm-up, where every candidate is trained and none favoured."""
+        logits = jax.tree.map(lambda a: jnp.where(uniform_arch, in_play(a), a), state["arch"])
         arch_weights = jax.lax.stop_gradient(self.sampled_weights(logits, state, _WEIGHT_STREAM))
         grad_fn = jax.value_and_grad(self.train_loss, has_aux=True)
         (loss, (batch_stats, logits)), grads = grad_fn(state["params"], state["batch_stats"], arch_weights, batch)
