@@ -246,7 +246,7 @@ def _method_setting(search: dict) -> str:
 
 def _setting(config: dict) -> str:
     """A run's search and selection as words, from its ``config.json``: cycles, epochs, depth and its growth, the
-    logits' training, the cell's choice."""
+    logits' training, progressive shrinking, the cell's choice."""
     epochs = f"{config['warmup_epochs']} warm-up + {config['arch_epochs']} architecture epochs"
     if config["cycles"] > 1:
         epochs = f"{config['cycles']} cycles of {epochs}"
@@ -257,6 +257,10 @@ def _setting(config: dict) -> str:
         epochs += f" at {depth} cells per stage"
     if config["arch_epochs"]:
         epochs += f" ({_method_setting(config['search'])})"
+    if config.get("shrink_ops"):  # runs made before shrinking had no such setting
+        last = "" if config["cycles"] == 2 else f"-{config['cycles'] - 1}"
+        epochs += (f", each edge dropping {config['shrink_ops']} op by {config['shrink_measure']} after cycles "
+                   f"1{last}")  # fmt: skip
     if config.get("selection", "argmax") == "argmax":
         return f"{epochs}; argmax of the logits"
     measure = config.get("selection_measure", "removal")  # runs made before the measures had a name: removal

@@ -49,7 +49,8 @@ def test_the_readme_method_table_covers_every_method():
 
 
 def test_a_selection_row_names_its_cycles_and_growth():
-    """The selection table's words for a run come from its settings: cycles, depth growth, method, selection."""
+    """The selection table's words for a run come from its settings: cycles, depth growth, method, shrinking,
+    selection."""
     render_tables = _render_tables()
     search = {"depth": 1, "sampler": "softmax", "arch_regularizer": "beta", "arch_reg_weight": 5.0, "arch_lr": 3e-3}
     config = {"warmup_epochs": 1, "arch_epochs": 1, "cycles": 4, "grow_at": "1:depth,2:depth,3:depth",
@@ -63,6 +64,11 @@ def test_a_selection_row_names_its_cycles_and_growth():
     assert (
         render_tables._setting(once) == "2 cycles of 1 warm-up + 0 architecture epochs, growing from 1 to 1-2 "
         "cells per stage; argmax of the logits"
+    )
+    shrunk = {**config, "grow_at": "", "shrink_ops": 1, "shrink_measure": "weight", "selection": "argmax"}
+    assert render_tables._setting(shrunk) == (
+        "4 cycles of 1 warm-up + 1 architecture epochs (`softmax` + beta 5, arch lr 0.003), each edge dropping 1 op "
+        "by weight after cycles 1-3; argmax of the logits"
     )
     deep = {**once, "cycles": 1, "grow_at": "", "search": {**search, "depth": 5}}
     assert (

@@ -1,13 +1,14 @@
 """Killed anywhere, resumed to the same run: a tiny search is killed (``ASOSE_FAULT``, exit 137 as SIGKILL) at
-14 named points, in four chains (each resume is killed again at the next point), and ends bit-identical to the
+15 named points, in four chains (each resume is killed again at the next point), and ends bit-identical to the
 uninterrupted run: metrics apart from wall-clock fields, genotype, the whole final state, summary apart from
 times, and the checkpoints kept.
 
 Each process is ``experiments/cifar10_search.py`` on 48 synthetic 8x8 images, epochs of 3 steps, a checkpoint
 every 2 steps and at every phase boundary, the newest 3 kept. The ``growth`` run has 3 cycles of 1/1/-/1 epochs
 with forced depth, width and branch growth; the ``early stop`` run has 3 cycles of 1/1/-/0 epochs without growth,
-and its plateau rule (any gain under 100 points over 1 cycle) stops it after cycle 2; the ``selection`` run is one
-NAS-Bench-201 cycle of 1/1/-/0 epochs and then perturbation selection, killed inside it.
+and its plateau rule (any gain under 100 points over 1 cycle) stops it after cycle 2; the ``selection`` run is two
+NAS-Bench-201 cycles of 1/1/-/0 epochs, the first ending with progressive shrinking (killed there), and then
+perturbation selection, killed inside it.
 """
 
 from __future__ import annotations
@@ -36,15 +37,16 @@ RUNS = {
     "growth": ("--retrain-epochs", "1", "--grow-at", "1:depth,2:width,3:branch"),
     "early stop": ("--retrain-epochs", "0", "--growth", "off", "--plateau-window", "1", "--plateau-threshold", "100"),
     "selection": ("--space", "nb201", "--init-channels", "2", "--depth", "1", "--ops", "none,skip_connect,nor_conv_3x3",
-                  "--cycles", "1", "--retrain-epochs", "0", "--growth", "off", "--selection", "perturbation",
-                  "--selection-images", "16", "--selection-tune-steps", "2"),
+                  "--cycles", "2", "--retrain-epochs", "0", "--growth", "off", "--selection", "perturbation",
+                  "--selection-images", "16", "--selection-tune-steps", "2", "--shrink-ops", "1",
+                  "--shrink-measure", "removal"),
 }  # fmt: skip
 CHAINS = {  # name: (run, kill points)
     "training": ("growth", ("step@3", "checkpoint_saved@1", "metrics_append@5", "epoch_end@2", "checkpoint_commit@2")),
     "growth and finish": ("growth", ("growth_inside@1", "growth_after@1", "growth_inside@2", "growth_after@1",
                                      "growth_inside@2", "final_plots", "final_summary")),
     "early stop": ("early stop", ("early_stop", "checkpoint_delete@1")),
-    "selection": ("selection", ("epoch_end@3", "step@3", "checkpoint_saved@2")),
+    "selection": ("selection", ("shrink_after@1", "epoch_end@3", "step@3", "checkpoint_saved@2")),
 }  # fmt: skip
 
 
@@ -91,7 +93,7 @@ def uninterrupted(npz_path, tmp_path_factory) -> Callable[[str], pathlib.Path]:
 
 def test_every_fault_point_is_in_a_chain():
     assert {spec.split("@")[0] for _, chain in CHAINS.values() for spec in chain} == set(POINTS)
-    assert sum(len(chain) for _, chain in CHAINS.values()) >= 14
+    assert sum(len(chain) for _, chain in CHAINS.values()) >= 15
 
 
 @pytest.mark.parametrize("chain", list(CHAINS))
@@ -114,6 +116,7 @@ def test_killed_at_each_point_and_resumed_equals_the_uninterrupted_run(chain, np
         assert [r["kind"] for r in actual["metrics"] if r["event"] == "growth"] == ["depth", "width", "branch"]
     elif kind == "selection":
         assert [r["index"] for r in actual["metrics"] if r["event"] == "selection"] == [1, 2, 3, 4, 5, 6]
+        assert [r["cycle"] for r in actual["metrics"] if r["event"] == "shrink"] == [1]
     else:
         assert [r["cycle"] for r in actual["metrics"] if r["event"] == "early_stop"] == [2]
         assert max(r.get("cycle", 0) for r in actual["metrics"]) == 2  # cycle 3 never ran

@@ -10,6 +10,7 @@ from conftest import IMAGE, make_batch, search_setup, tiny_config
 
 from asose_jax.search.iterations import make_iterations
 from asose_jax.search.run_config import RunConfig
+from asose_jax.search.selection import DECIDED_LOGIT
 from asose_jax.search.steps import supernet_from_config
 
 N_IMAGES = 16
@@ -94,3 +95,21 @@ def test_warmup_trains_every_op_even_when_the_logits_favour_one():
     assert {ops[k] for k in with_params} >= {"sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "conv_7x1_1x7"}
     assert all(trained[True][with_params] > 0), trained[True]  # warm-up reached every op
     assert all(trained[False][with_params] == 0), trained[False]  # sampling by the logits: skip only
+
+
+@pytest.mark.parametrize("sampler", ["softmax", "gumbel_hard"])
+def test_warmup_never_trains_an_op_that_shrinking_dropped(sampler):
+    """Warm-up is uniform over the ops in play: an op whose logit shrinking set to ``DECIDED_LOGIT`` gets no
+    gradient (weight 0 in the mixture, never sampled on a path); the other ops with weights get one."""
+    config, _, state, steps = search_setup("chain", sampler=sampler)
+    ops = tuple(supernet_from_config(config).op_names)
+    dropped = list(ops).index("sep_conv_3x3")
+    state = {**state, "arch": {"blocks": state["arch"]["blocks"].at[:, dropped].set(DECIDED_LOGIT)}}
+    weight_grad = jax.jit(steps.weight_grad)
+    trained = np.zeros(len(ops))
+    for step in range(20):
+        grads, _ = weight_grad({**state, "step": jnp.int32(step)}, make_batch(step), np.bool_(True))
+        trained += _per_op(grads, ops, lambda g: jnp.sum(jnp.abs(g)))
+    with_params = np.flatnonzero(_per_op(state["params"], ops, jnp.size))
+    assert trained[dropped] == 0.0, trained
+    assert all(trained[k] > 0 for k in with_params if k != dropped), trained

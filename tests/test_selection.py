@@ -1,7 +1,8 @@
 """Perturbation-based selection: the pure pieces against hand computations, the removal evaluation against the
 supernet, a tiny NAS-Bench-201 search end to end per measure (each edge keeps the op of highest merit, every
 epoch record's cell is the one its own weights derive, the final weights are one-hot; the ZiCo one grows a cell
-first, which keeps the function), and the settings of the growth preset."""
+first, which keeps the function), the settings of the growth preset, and progressive shrinking (the ops of lowest
+merit dropped, never trained or chosen again)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from conftest import float64, make_batch, search_setup
 
 from asose_jax.nn.losses import accuracy, cross_entropy
 from asose_jax.runtime.metrics_log import read_metrics
-from asose_jax.search.driver import selection_images, train_and_evaluate
+from asose_jax.search.driver import selection_images, shrink_images, train_and_evaluate
 from asose_jax.search.run_config import RunConfig, preset
 from asose_jax.search.sampling import decisiveness
 from asose_jax.search.selection import (
@@ -26,14 +27,19 @@ from asose_jax.search.selection import (
     NTK,
     NTK_EXAMPLES,
     REMOVAL,
+    WEIGHT,
     ZICO,
     ZICO_MEAN,
+    candidates,
     chosen_op,
     decided_logits,
+    dropped_ops,
     edge_order,
+    in_play,
     merits,
     ntk_log_condition,
     perturbed_weights,
+    without_ops,
     zico_score,
 )
 from asose_jax.search.step_config import SearchConfig
@@ -196,7 +202,7 @@ def _search(npz_path, workdir, **overrides) -> RunConfig:
                 "retrain_epochs": 0, "plateau_window": 0, "growth": "off", "log_every": 1, "nb201_table": str(TABLE),
                 "selection": "perturbation", "selection_images": 16, "selection_tune_steps": 2,
                 **overrides}  # fmt: skip
-    return RunConfig(search=search, **settings)
+    return RunConfig(**{"search": search, **settings})
 
 
 def _check_decisions(workdir: pathlib.Path, summary: dict, measure: str) -> tuple[list[dict], list[dict]]:
@@ -209,12 +215,14 @@ def _check_decisions(workdir: pathlib.Path, summary: dict, measure: str) -> tupl
         {k: v for k, v in d.items() if k not in ("event", "cycle", "index")} for d in decisions
     ]
     score = "loss" if measure in LOSS_SCORED else measure
-    for d in decisions:  # the op of highest merit, the merit as the scores say
-        assert d["op"] == max(d["merit"], key=d["merit"].get) and d["measure"] == measure
+    for d in decisions:  # the op of highest merit in play (a shrunk op has none), the merit as the scores say
+        scored = {op: m for op, m in d["merit"].items() if m is not None}
+        assert d["op"] == max(scored, key=scored.get) and d["measure"] == measure
         base, perturbed = d[f"base_{score}"], d[f"perturbed_{score}"]
-        expected = merits(base, [perturbed[op] for op in d["merit"]], measure)
-        np.testing.assert_allclose(list(d["merit"].values()), expected, atol=2e-6)
-        second = sorted(d["merit"].values())[-2]
+        assert [op for op, m in perturbed.items() if m is not None] == list(scored)
+        expected = merits(base, [perturbed[op] for op in scored], measure)
+        np.testing.assert_allclose(list(scored.values()), expected, atol=2e-6)
+        second = sorted(scored.values())[-2]
         np.testing.assert_allclose(d["merit_margin"], d["merit"][d["op"]] - second, atol=2e-6)
     assert summary["val_measure"] == "derived_path_bn_recalibrated" and summary["val_acc_supernet"] is None
     ops = ("none", "skip_connect", "nor_conv_3x3")
@@ -315,3 +323,85 @@ def test_a_growth_search_preserves_the_function_at_the_growth_and_selects_by_zic
     assert summary["architecture"] == {"grown_cells": [0, 0, 1]}
     assert [r["phase"] for r in epochs] == ["warmup", "arch"] * 2 + ["select"] * 6
     assert summary["steps"] == 2 * (3 + 3) + 6 * 2  # two cycles of warm-up and arch, tuning
+
+
+def test_shrinking_drops_the_ops_of_lowest_merit_in_play_and_keeps_one():
+    merit = np.array([0.3, np.nan, 0.1, 0.1, 0.5])
+    allowed = np.array([True, False, True, True, True])
+    assert dropped_ops(merit, allowed, 1) == [3]  # of equal merits the later goes first
+    assert dropped_ops(merit, allowed, 2) == [3, 2]
+    assert dropped_ops(merit, allowed, 9) == [3, 2, 0]  # the op of highest merit stays
+    assert chosen_op(np.array([5.0, 1.0, 2.0]), np.array([False, True, True])) == 2
+    logits = {"cell": np.zeros((2, 5), np.float32)}
+    shrunk = without_ops(logits, ("cell", 1), [3, 2])
+    assert candidates(shrunk["cell"][1]).tolist() == [True, True, False, False, True]
+    assert candidates(shrunk["cell"][0]).all() and candidates(logits["cell"][1]).all()  # the rest, and the input
+    np.testing.assert_array_equal(in_play(jnp.asarray(shrunk["cell"]))[1], [0, 0, DECIDED_LOGIT, DECIDED_LOGIT, 0])
+    np.testing.assert_allclose(
+        jax.nn.softmax(in_play(jnp.asarray(shrunk["cell"] + 3.0)))[1], [1 / 3, 1 / 3, 0, 0, 1 / 3]
+    )
+
+
+@pytest.mark.parametrize("measure", [REMOVAL, WEIGHT])
+def test_a_shrinking_search_drops_the_weakest_op_per_edge_which_then_never_trains_or_wins(npz_path, tmp_path, measure):
+    """Two cycles of 3 ops: after cycle 1 every edge drops its op of lowest merit (removal: the held-out loss its
+    removal adds; weight: its softmax weight at the end of cycle 1); cycle 2 and the selection see two ops."""
+    config = _search(npz_path, tmp_path / "run", cycles=2, shrink_ops=1, shrink_measure=measure,
+                     selection_measure=REMOVAL, selection_tune_steps=0)  # fmt: skip
+    summary = train_and_evaluate(config, tmp_path / "run")
+    records, epochs = _check_decisions(tmp_path / "run", summary, REMOVAL)
+    (shrink,) = [r for r in records if r["event"] == "shrink"]
+    assert (shrink["cycle"], shrink["measure"], len(shrink["edges"])) == (1, measure, 6)
+    cycle_1_end = [r for r in epochs if r["cycle"] == 1][-1]
+    for edge in shrink["edges"]:
+        (dropped,) = edge["dropped"]
+        assert dropped == min(reversed(edge["merit"]), key=edge["merit"].get)  # lowest, the later of equals
+        assert edge["in_play"] == [op for op in edge["merit"] if op != dropped]
+        if measure == WEIGHT:
+            np.testing.assert_allclose(list(edge["merit"].values()), cycle_1_end["arch_weights"]["cell"][edge["row"]],
+                                       atol=1e-6)  # fmt: skip
+        ops = list(edge["merit"])
+        for r in [r for r in epochs if r["cycle"] > 1]:  # dropped for good: weight exactly 0
+            assert r["arch_weights"]["cell"][edge["row"]][ops.index(dropped)] == 0.0
+        (decision,) = [d for d in summary["selection_decisions"] if d["row"] == edge["row"]]
+        assert decision["merit"][dropped] is None and decision["op"] != dropped
+    assert [r["phase"] for r in epochs] == ["warmup", "arch"] * 2 + ["select"] * 6
+
+
+def test_the_time_estimate_counts_the_shrinking_and_a_selection_among_fewer_ops(npz_path, tmp_path):
+    """6 edges of 3 ops, 16 images scored at a third of an image each: shrinking after cycle 1 scores 3 ops and the
+    unperturbed supernet per edge, after cycle 2 two; the selection after 3 cycles one op and the unperturbed."""
+    shapes = {"cell": (6, 3)}
+    config = _search(npz_path, tmp_path, cycles=3, shrink_ops=1, shrink_measure=REMOVAL, selection_tune_steps=0)
+    assert shrink_images(config, shapes, 1) == pytest.approx(6 * 4 * 16 / 3)
+    assert shrink_images(config, shapes, 2) == pytest.approx(6 * 3 * 16 / 3)
+    assert selection_images(config, shapes, 100) == pytest.approx(6 * 2 * 16 / 3)
+    assert shrink_images(dataclasses.replace(config, shrink_measure=WEIGHT), shapes, 1) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"shrink_measure": "gain", "cycles": 2}, "unknown --shrink-measure 'gain'; use one of weight, removal, alone"),
+        ({"shrink_ops": 1}, "--shrink-ops drops ops at the mutation phase of every cycle but the last, and --cycles"),
+        ({"shrink_ops": -1}, "--shrink-ops must be a non-negative integer, got -1"),
+        ({"shrink_ops": 1, "cycles": 2, "search": SearchConfig(space="nb201", sampler="dirichlet")},
+         "--shrink-ops with --sampler dirichlet: a dropped op's Dirichlet concentration"),
+    ],
+)  # fmt: skip
+def test_bad_shrink_settings_are_refused(npz_path, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+        _search(npz_path, tmp_path, **overrides)
+
+
+def test_shrinking_is_refused_where_cells_do_not_keep_one_op_per_edge():
+    with pytest.raises(ValueError, match="--shrink-ops narrows every edge toward one op, which the chain space's"):
+        RunConfig(search=SearchConfig(space="chain"), cycles=2, plateau_window=0, shrink_ops=1)
+
+
+def test_shrinking_that_would_leave_an_edge_without_ops_is_refused_before_the_run(npz_path, tmp_path):
+    config = _search(npz_path, tmp_path / "run", cycles=3, shrink_ops=2)
+    message = "--shrink-ops 2 over the 2 cycles before the last drops 4 of each edge's 3 ops, but one must stay; use "
+    with pytest.raises(ValueError, match=message + "--shrink-ops <= 1 or fewer --cycles"):
+        train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -207,14 +207,14 @@ class RunConfig:
                 f"unknown --shrink-measure {self.shrink_measure!r}; use one of {', '.join(SHRINK_MEASURES)}"
             )
         one_op_per_edge = (
-            (self.selection == PERTURBATION, "--selection perturbation decides", "--selection argmax"),
-            (self.shrink_ops > 0, "--shrink-ops narrows every edge toward", "--shrink-ops 0"),
+            (self.selection == PERTURBATION, "--selection perturbation decides one op per edge", "--selection argmax"),
+            (self.shrink_ops > 0, "--shrink-ops narrows every edge toward one op", "--shrink-ops 0"),
         )
         for used, what, fix in one_op_per_edge:
             if used and not get_space(self.search.space).one_op_per_row:
                 able = ", ".join(s.name for s in SPACES.values() if s.one_op_per_row)
                 raise ValueError(
-                    f"{what} one op per edge, which the {self.search.space} space's cells do not keep; use {fix}, "
+                    f"{what}, which the {self.search.space} space's cells do not keep; use {fix}, "
                     f"or a space with one op per edge ({able})"
                 )
         if self.shrink_ops and self.search.sampler == "dirichlet":
