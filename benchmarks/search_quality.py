@@ -215,10 +215,11 @@ def run_record(workdir: pathlib.Path, method: str, seed: int) -> tuple[dict, lis
 
 def min_merit_margin(decisions: list[dict]) -> float | None:
     """Over perturbation selection's decisions, the smallest lead of the kept op's merit over the runner-up's (in
-    the measure's units); None without perturbation selection."""
-    if not decisions:
-        return None
-    return min(float(np.subtract(*sorted(d["merit"].values())[-1:-3:-1])) for d in decisions)
+    the measure's units), among the ops in play (shrinking leaves the others' merits null; an edge with one op in
+    play has no runner-up); None without perturbation selection."""
+    scored = [sorted(m for m in d["merit"].values() if m is not None) for d in decisions]
+    leads = [float(m[-1] - m[-2]) for m in scored if len(m) > 1]
+    return min(leads) if leads else None
 
 
 def table_stats(accs: Sequence[float], cells: Sequence[str]) -> dict:

@@ -203,6 +203,14 @@ def test_the_benchmark_reads_a_run_into_its_record(scored_run, table_path):
     assert search_quality.method_label("beta_darts:--arch-reg-weight=5") == "beta_darts_arch-reg-weight=5"
 
 
+def test_the_smallest_merit_lead_is_over_the_ops_in_play():
+    """Shrinking leaves the merits of dropped ops null; an edge with one op in play has no runner-up."""
+    decisions = [{"merit": {"a": 0.3, "b": None, "c": 0.1}}, {"merit": {"a": 1.0, "b": 0.2, "c": 0.9}},
+                 {"merit": {"a": 0.5, "b": None, "c": None}}]  # fmt: skip
+    assert search_quality.min_merit_margin(decisions) == pytest.approx(0.1)
+    assert search_quality.min_merit_margin(decisions[2:]) is None and search_quality.min_merit_margin([]) is None
+
+
 def test_aggregate_and_baselines_summarise_table_accuracies(table_path):
     rows = [{"method": "m", "seed": s, "arch_str": cell, "table_acc": acc, "skip_connect": 0, "none": 1,
              "connected": s != 2, "initial_arch_str": cell, "initial_table_acc": acc - 1}
