@@ -234,6 +234,7 @@ SELECT_STAGE = (
     "select_nb201_cpu_cycles_removal.json",  # the same cycles without growth, at one cell per stage
     "select_nb201_cpu_cycles_removal_depth2.json",  # likewise at two cells per stage: dropped after its first seed
     "select_nb201_cpu_cycles_removal_tuned.json",  # one cell per stage, with DARTS-PT's tuning after each decision
+    "select_nb201_cpu_shrink.json",  # progressive shrinking by removal and by weight over the same cycles
 )
 
 
