@@ -310,7 +310,8 @@ class SearchRun(RunSession):
             self.end_cycle(cycle_index)
 
     def run_phase(self, cycle_index: int, phase_index: int, phase: cycle.Phase, first_epoch: int) -> None:
-        """The phase's epochs from ``first_epoch`` on (each with its record and console line), or the mutation."""
+        """The phase's epochs from ``first_epoch`` on (each with its record and console line), or the mutation phase:
+        progressive shrinking (every cycle but the last, with ``shrink_ops``), then growth."""
         progress = self.progress
         if phase.name == cycle.MUTATION:
             if self.config.shrink_ops and cycle_index < self.config.cycles:
@@ -410,11 +411,12 @@ class SearchRun(RunSession):
         arch = decided_logits(jax.device_get(self.state["arch"]), edge, op)
         self.state = {**self.state, "arch": replicate(arch, self.mesh)}
         label = space_of(self.model).edge_label(self.model, *edge)
-        others = merit[in_play & (np.arange(len(merit)) != op)]
+        runners_up = merit[in_play & (np.arange(len(merit)) != op)]
+        margin = float(np.round(merit[op] - runners_up.max(), 6)) if len(runners_up) else None  # None: one in play
         decision = {"edge": label, "array": edge[0], "row": edge[1], "op": self.op_names[op],
                     "step": int(self.state["step"]), "measure": measure, f"base_{key}": base,
                     f"perturbed_{key}": self.per_op(scores), "merit": self.per_op(merit.round(6).tolist()),
-                    "merit_margin": float(np.round(merit[op] - others.max(), 6)) if len(others) else None}  # fmt: skip
+                    "merit_margin": margin}  # fmt: skip
         self.progress.selection.append(decision)
         self.writer.write({"event": "selection", "cycle": final, "index": index + 1, **decision})
         others = ", ".join(
