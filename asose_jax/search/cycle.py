@@ -4,10 +4,11 @@
 phase      weights                              architecture logits       data
 =========  ===================================  ========================  ==========================
 warmup     trained, ops sampled from *zero*     frozen                    weight split
-           logits (every op is trained)
+           logits (every op in play trained)
 arch       trained (``alternate``) or frozen    trained                   held-out split (logits),
            (``alpha-only``)                                               weight split (weights)
-mutation   growth decision; derive genotype     -                         -
+mutation   growth decision; derive genotype     shrinking drops ops       held-out split (shrinking
+                                                (``--shrink-ops``)        by a perturbation merit)
 retrain    trained, ops sampled from the        frozen                    weight split
            current logits
 =========  ===================================  ========================  ==========================
