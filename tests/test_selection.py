@@ -352,6 +352,8 @@ def test_a_shrinking_search_drops_the_weakest_op_per_edge_which_then_never_train
     records, epochs = _check_decisions(tmp_path / "run", summary, REMOVAL)
     (shrink,) = [r for r in records if r["event"] == "shrink"]
     assert (shrink["cycle"], shrink["measure"], len(shrink["edges"])) == (1, measure, 6)
+    dropped = {edge["edge"]: edge["dropped"] for edge in shrink["edges"]}
+    assert summary["shrinking"] == [{"cycle": 1, "measure": measure, "dropped": dropped}]
     cycle_1_end = [r for r in epochs if r["cycle"] == 1][-1]
     for edge in shrink["edges"]:
         (dropped,) = edge["dropped"]

@@ -299,5 +299,6 @@ def final_summary(run: SearchRun) -> dict:
         "stopped_early": run.progress.stopped_early, "steps": int(run.state["step"]),
         "growth": run.progress.growth, "architecture": run.progress.architecture,
         "selection": run.config.selection, "selection_decisions": run.progress.selection,
+        "shrinking": run.progress.shrinking,
         "params_final": param_counts(run.model, run.image_shape), "wall_time_s": run.wall_time(),
     }  # fmt: skip

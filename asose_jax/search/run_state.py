@@ -32,7 +32,8 @@ class RunProgress(SessionProgress):
     at which the current phase began; ``growth``: one ``{cycle, step, kind, where}`` per growth;
     ``architecture``: the grown model's layout (the space's ``architecture_json``), or None for a space without
     growth; ``selection``: one record per edge that perturbation selection decided, in its order (the position's
-    cycle is then ``cycles + 1`` and its phase the edge's index). The session's fields (metrics length, wall time,
+    cycle is then ``cycles + 1`` and its phase the edge's index); ``shrinking``: one ``{cycle, measure, dropped}`` per
+    progressive shrinking, ``dropped`` the ops each edge dropped. The session's fields (metrics length, wall time,
     saves, skipped updates) are ``SessionProgress``'s.
     """
 
@@ -45,6 +46,7 @@ class RunProgress(SessionProgress):
     phase_start: int = 0
     growth: list[dict] = dataclasses.field(default_factory=list)
     selection: list[dict] = dataclasses.field(default_factory=list)
+    shrinking: list[dict] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         """A deep copy as plain JSON data (a checkpoint serialises it in the background)."""

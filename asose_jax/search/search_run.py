@@ -450,10 +450,12 @@ class SearchRun(RunSession):
         self.state = {**self.state, "arch": replicate(shrunk, self.mesh)}
         self.writer.write({"event": "shrink", "cycle": cycle_index, "step": int(self.state["step"]),
                            "measure": measure, "edges": edges})  # fmt: skip
+        dropped = {e["edge"]: e["dropped"] for e in edges}
+        self.progress.shrinking.append({"cycle": cycle_index, "measure": measure, "dropped": dropped})
         fault_point("shrink_after")
-        dropped = ", ".join(f"{e['edge']} drops {'+'.join(e['dropped'])}" for e in edges)
         left = sorted({len(e["in_play"]) for e in edges})
-        self.say(f"cycle {cycle_index}: shrank the candidates by {measure}: {dropped}; "
+        drops = ", ".join(f"{edge} drops {'+'.join(ops)}" for edge, ops in dropped.items())
+        self.say(f"cycle {cycle_index}: shrank the candidates by {measure}: {drops}; "
                  f"{'/'.join(map(str, left))} of {len(self.op_names)} ops left per edge")  # fmt: skip
 
     def per_op(self, values: list[float]) -> dict[str, float | None]:
