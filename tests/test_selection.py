@@ -352,8 +352,8 @@ def test_a_shrinking_search_drops_the_weakest_op_per_edge_which_then_never_train
     records, epochs = _check_decisions(tmp_path / "run", summary, REMOVAL)
     (shrink,) = [r for r in records if r["event"] == "shrink"]
     assert (shrink["cycle"], shrink["measure"], len(shrink["edges"])) == (1, measure, 6)
-    dropped = {edge["edge"]: edge["dropped"] for edge in shrink["edges"]}
-    assert summary["shrinking"] == [{"cycle": 1, "measure": measure, "dropped": dropped}]
+    dropped_by_edge = {edge["edge"]: edge["dropped"] for edge in shrink["edges"]}
+    assert summary["shrinking"] == [{"cycle": 1, "measure": measure, "dropped": dropped_by_edge}]
     cycle_1_end = [r for r in epochs if r["cycle"] == 1][-1]
     for edge in shrink["edges"]:
         (dropped,) = edge["dropped"]
@@ -371,12 +371,13 @@ def test_a_shrinking_search_drops_the_weakest_op_per_edge_which_then_never_train
 
 
 def test_the_time_estimate_counts_the_shrinking_and_a_selection_among_fewer_ops(npz_path, tmp_path):
-    """6 edges of 3 ops, 16 images scored at a third of an image each: shrinking after cycle 1 scores 3 ops and the
-    unperturbed supernet per edge, after cycle 2 two; the selection after 3 cycles one op and the unperturbed."""
+    """6 edges of 3 ops, 16 images scored at a third of an image each: shrinking after cycle 1 scores 3 ops per edge
+    and the unperturbed supernet once, after cycle 2 two ops per edge; the selection after 3 cycles one op and the
+    unperturbed supernet per edge (each decision changes it)."""
     shapes = {"cell": (6, 3)}
     config = _search(npz_path, tmp_path, cycles=3, shrink_ops=1, shrink_measure=REMOVAL, selection_tune_steps=0)
-    assert shrink_images(config, shapes, 1) == pytest.approx(6 * 4 * 16 / 3)
-    assert shrink_images(config, shapes, 2) == pytest.approx(6 * 3 * 16 / 3)
+    assert shrink_images(config, shapes, 1) == pytest.approx((6 * 3 + 1) * 16 / 3)
+    assert shrink_images(config, shapes, 2) == pytest.approx((6 * 2 + 1) * 16 / 3)
     assert selection_images(config, shapes, 100) == pytest.approx(6 * 2 * 16 / 3)
     assert shrink_images(dataclasses.replace(config, shrink_measure=WEIGHT), shapes, 1) == 0.0
 

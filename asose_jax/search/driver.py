@@ -233,20 +233,26 @@ def supernet_flops(model: nn.Module, image_shape: tuple[int, ...]) -> float:
     return forward_flops(lambda v, x: model.apply(v, x, weights, train=False), variables, image_shape)
 
 
-def scoring_images(config: RunConfig, measure: str, shapes: dict[str, tuple[int, int]], cycle: int) -> float:
+def scoring_images(
+    config: RunConfig, measure: str, shapes: dict[str, tuple[int, int]], cycle: int, shared_base: bool = False
+) -> float:
     """The images of scoring every edge's ops in play after ``cycle`` cycles by ``measure``, in units of a training
     image (a forward pass is a third of one, a gradient one, an NTK kernel of ``n`` examples ``n`` per example: a
-    gradient of each example through all of them): per edge, the unperturbed and every perturbed supernet on
-    ``selection_images`` images; nothing for ``weight``."""
+    gradient of each example through all of them): every perturbed supernet on ``selection_images`` images, and the
+    unperturbed one per edge (a selection, whose every decision changes it) or once (``shared_base``: a shrink scores
+    every edge on one supernet); nothing for ``weight``."""
     if measure == WEIGHT:
         return 0.0
     per_image = 1 / 3 if measure in LOSS_SCORED else ntk_kernel_examples(config.batch_size) if measure == NTK else 1
-    return sum(e * (config.ops_in_play(k, cycle) + 1) for e, k in shapes.values()) * config.selection_images * per_image
+    bases = 1 if shared_base else sum(e for e, _ in shapes.values())
+    perturbed = sum(e * config.ops_in_play(k, cycle) for e, k in shapes.values())
+    return (perturbed + bases) * config.selection_images * per_image
 
 
 def shrink_images(config: RunConfig, shapes: dict[str, tuple[int, int]], cycle: int) -> float:
-    """The shrinking at the end of ``cycle``'s mutation phase: scoring the ops left after the cycle before."""
-    return scoring_images(config, config.shrink_measure, shapes, cycle - 1)
+    """The shrinking at the end of ``cycle``'s mutation phase: scoring the ops left after the cycle before, on one
+    unperturbed supernet."""
+    return scoring_images(config, config.shrink_measure, shapes, cycle - 1, shared_base=True)
 
 
 def selection_images(config: RunConfig, shapes: dict[str, tuple[int, int]], held_out: int) -> float:

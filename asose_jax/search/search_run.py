@@ -7,6 +7,7 @@ import dataclasses
 import json
 import pathlib
 import time
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -379,10 +380,10 @@ class SearchRun(RunSession):
             self.say(epoch_line(record, validation_measure(config.search.sampler), self.genotype()))
             self.save(Position(final, index + 1))
 
-    def score_ops(self, edge: tuple[str, int], measure: str, ops: np.ndarray) -> tuple[str, float, list, np.ndarray]:
-        """Scores ``ops`` (indices) of ``edge`` by ``measure`` on the first ``selection_images`` held-out images: the
-        score's name, the unperturbed supernet's score, and per op of the edge the perturbed supernet's score and the
-        merit (``merits``; NaN for the ops not scored)."""
+    def supernet_score(self, measure: str) -> tuple[str, Callable[[dict], float]]:
+        """The name of ``measure``'s score and the function from edge weights ``{name: [E, K]}`` to the supernet's
+        score on the first ``selection_images`` held-out images (its loss, the ZiCo score of its gradients, or its
+        NTK's conditioning)."""
         config = self.config
         n = config.selection_images // config.batch_size
         idx = shard_batch(self.arch_idx[: n * config.batch_size].reshape(n, -1), self.mesh, 1)
@@ -390,14 +391,23 @@ class SearchRun(RunSession):
         if program not in self.compiled:
             self.say(f"compiling {program} (XLA; cached for later runs)...")
             self.compiled.add(program)
-        weights = jax.device_get(expected_edge_weights(self.state["arch"], config.search.sampler))
-        perturbed = perturbed_weights(weights, edge, measure)
-        score, key = (self.iterations.mixture_eval, "loss") if measure in LOSS_SCORED else (
+        fn, key = (self.iterations.mixture_eval, "loss") if measure in LOSS_SCORED else (
             self.iterations.mixture_score, measure)  # fmt: skip
-        base = float(jax.device_get(score(self.state, self.images, self.labels, idx, weights))[key])
+        return key, lambda weights: float(jax.device_get(fn(self.state, self.images, self.labels, idx, weights))[key])
+
+    def score_ops(
+        self, edge: tuple[str, int], measure: str, ops: np.ndarray, base: float | None = None
+    ) -> tuple[str, float, list, np.ndarray]:
+        """Scores ``ops`` (indices) of ``edge`` by ``measure`` (``supernet_score``): the score's name, the unperturbed
+        supernet's score (``base`` when the caller has it), and per op of the edge the perturbed supernet's score and
+        the merit (``merits``; NaN for the ops not scored)."""
+        key, score = self.supernet_score(measure)
+        weights = jax.device_get(expected_edge_weights(self.state["arch"], self.config.search.sampler))
+        base = score(weights) if base is None else base
+        perturbed = perturbed_weights(weights, edge, measure)
         scores = [np.nan] * len(perturbed)
         for k in ops:
-            scores[k] = float(jax.device_get(score(self.state, self.images, self.labels, idx, perturbed[k]))[key])
+            scores[k] = score(perturbed[k])
         return key, base, scores, merits(base, scores, measure)
 
     def decide_edge(self, final: int, index: int, edge: tuple[str, int], shapes: dict) -> None:
@@ -428,10 +438,11 @@ class SearchRun(RunSession):
     def shrink(self, cycle_index: int) -> None:
         """Progressive shrinking at the mutation phase: every edge drops its ``shrink_ops`` candidates of lowest
         merit by ``shrink_measure`` (their expected weight, or a loss-scored perturbation), every edge scored on the
-        same supernet; then a ``shrink`` record and one console line."""
+        same supernet (whose unperturbed score is taken once); then a ``shrink`` record and one console line."""
         config, measure = self.config, self.config.shrink_measure
         arch = jax.device_get(self.state["arch"])
         weights = jax.device_get(expected_edge_weights(self.state["arch"], config.search.sampler))
+        base = None if measure == WEIGHT else self.supernet_score(measure)[1](weights)
         shrunk, edges = arch, []
         for name in sorted(arch):
             for row in range(arch[name].shape[0]):
@@ -439,7 +450,7 @@ class SearchRun(RunSession):
                 if measure == WEIGHT:
                     merit = np.where(in_play, np.asarray(weights[name][row], np.float64), np.nan)
                 else:
-                    merit = self.score_ops((name, row), measure, np.flatnonzero(in_play))[3]
+                    merit = self.score_ops((name, row), measure, np.flatnonzero(in_play), base)[3]
                 drop = dropped_ops(merit, in_play, config.shrink_ops)
                 shrunk = without_ops(shrunk, (name, row), drop)
                 edges.append({"edge": space_of(self.model).edge_label(self.model, name, row), "array": name,
