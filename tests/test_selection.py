@@ -26,6 +26,7 @@ from asose_jax.search.selection import (
     LOSS_SCORED,
     NTK,
     NTK_EXAMPLES,
+    NWOT,
     REMOVAL,
     WEIGHT,
     ZICO,
@@ -237,7 +238,7 @@ def _check_decisions(workdir: pathlib.Path, summary: dict, measure: str) -> tupl
     return records, epochs
 
 
-@pytest.mark.parametrize(("measure", "tune_steps"), [(REMOVAL, 2), (ALONE, 2), (NTK, 0)])
+@pytest.mark.parametrize(("measure", "tune_steps"), [(REMOVAL, 2), (ALONE, 2), (NTK, 0), (NWOT, 0)])
 def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(
     npz_path, tmp_path, capsys, measure, tune_steps
 ):

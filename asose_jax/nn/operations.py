@@ -22,6 +22,7 @@ from asose_jax.nn.depthwise import DepthwiseConv
 # running variance with the biased batch variance (a factor (n-1)/n, negligible at search batch sizes).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+ACTIVATIONS = "activations"  # the collection where ``ReLU`` sows its activation pattern, when it is mutable
 
 
 def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
@@ -39,6 +40,18 @@ def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNo
 def conv(features: int, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1), name: str | None = None) -> Conv:
     """Bias-free convolution with symmetric 'same'-style padding ``(k - 1) // 2``."""
     return Conv(features, kernel, stride, name=name)
+
+
+class ReLU(nn.Module):
+    """``max(x, 0)``. When the caller makes ``ACTIVATIONS`` mutable it also sows the binary activation pattern
+    ``x > 0`` (same shape as ``x``) that NASWOT scores (``--selection-measure nwot``); otherwise, and in ``init``,
+    whose variables stay ``params`` and ``batch_stats``, it sows nothing."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if not self.is_initializing():
+            self.sow(ACTIVATIONS, "code", x > 0)
+        return nn.relu(x)
 
 
 class Gate(nn.Module):
@@ -95,7 +108,7 @@ class FactorizedReduce(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if self.features % 2:
             raise ValueError(f"FactorizedReduce needs an even channel count, got {self.features}")
-        x = nn.relu(x)
+        x = ReLU()(x)
         half = self.features // 2
         a = conv(half, (1, 1), (2, 2), name="conv_a")(x)
         shifted = jnp.pad(x[:, 1:, 1:, :], ((0, 0), (0, 1), (0, 1), (0, 0)))
@@ -114,7 +127,7 @@ class ReLUConvBN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         k = self.kernel_size
-        x = conv(self.features, (k, k), (self.stride, self.stride))(nn.relu(x))
+        x = conv(self.features, (k, k), (self.stride, self.stride))(ReLU()(x))
         return batch_norm(train, self.affine)(x)
 
 
@@ -129,7 +142,7 @@ class DilConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = DepthwiseConv(self.kernel_size, self.stride, self.dilation)(nn.relu(x))
+        x = DepthwiseConv(self.kernel_size, self.stride, self.dilation)(ReLU()(x))
         x = conv(self.features, (1, 1))(x)
         return batch_norm(train, self.affine)(x)
 
@@ -158,7 +171,7 @@ class Conv7x1x1x7(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = conv(self.features, (1, 7), (1, self.stride))(nn.relu(x))
+        x = conv(self.features, (1, 7), (1, self.stride))(ReLU()(x))
         x = conv(self.features, (7, 1), (self.stride, 1))(x)
         return batch_norm(train, self.affine)(x)
 

@@ -57,7 +57,7 @@ from asose_jax.search.nb201_table import NB201Table, load_nb201_table
 from asose_jax.search.run_config import CPU_PRESETS, PRESETS, RESUMABLE_CHANGES, RunConfig
 from asose_jax.search.sampling import decisiveness, is_single_path
 from asose_jax.search.search_run import SearchRun
-from asose_jax.search.selection import LOSS_SCORED, NTK, PERTURBATION, WEIGHT, ntk_kernel_examples
+from asose_jax.search.selection import LOSS_SCORED, NTK, NWOT, PERTURBATION, WEIGHT, ntk_kernel_examples
 from asose_jax.search.step_config import SearchConfig
 from asose_jax.search.steps import supernet_from_config
 from asose_jax.spaces import get_space, uniform_arch_weights
@@ -237,13 +237,14 @@ def scoring_images(
     config: RunConfig, measure: str, shapes: dict[str, tuple[int, int]], cycle: int, shared_base: bool = False
 ) -> float:
     """The images of scoring every edge's ops in play after ``cycle`` cycles by ``measure``, in units of a training
-    image (a forward pass is a third of one, a gradient one, an NTK kernel of ``n`` examples ``n`` per example: a
-    gradient of each example through all of them): every perturbed supernet on ``selection_images`` images, and the
-    unperturbed one per edge (a selection, whose every decision changes it) or once (``shared_base``: a shrink scores
-    every edge on one supernet); nothing for ``weight``."""
+    image (a forward pass, as ``removal``, ``alone`` and ``nwot`` take, is a third of one, a gradient one, an NTK
+    kernel of ``n`` examples ``n`` per example: a gradient of each example through all of them): every perturbed
+    supernet on ``selection_images`` images, and the unperturbed one per edge (a selection, whose every decision
+    changes it) or once (``shared_base``: a shrink scores every edge on one supernet); nothing for ``weight``."""
     if measure == WEIGHT:
         return 0.0
-    per_image = 1 / 3 if measure in LOSS_SCORED else ntk_kernel_examples(config.batch_size) if measure == NTK else 1
+    forward = measure in (*LOSS_SCORED, NWOT)
+    per_image = 1 / 3 if forward else ntk_kernel_examples(config.batch_size) if measure == NTK else 1
     bases = 1 if shared_base else sum(e for e, _ in shapes.values())
     perturbed = sum(e * config.ops_in_play(k, cycle) for e, k in shapes.values())
     return (perturbed + bases) * config.selection_images * per_image

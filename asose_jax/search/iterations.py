@@ -26,7 +26,7 @@ from asose_jax.runtime.parallel import (
 )
 from asose_jax.search.run_config import RunConfig
 from asose_jax.search.sampling import is_single_path
-from asose_jax.search.selection import NTK
+from asose_jax.search.selection import NTK, NWOT
 from asose_jax.search.steps import State, make_search_steps
 from asose_jax.spaces import count_params, uniform_arch_weights
 
@@ -59,7 +59,7 @@ class Iterations(NamedTuple):
     fixed_weights)`` returns BatchNorm statistics re-estimated for that single path on N batches.
     ``mixture_eval(state, images, labels, idx [N, B], arch_weights)`` returns the held-out loss and accuracy of
     the supernet with those edge weights, ``mixture_score`` (same arguments) the score of ``--selection-measure``
-    when it is not a loss (``zico``, ``zico_mean``, ``ntk``; perturbation selection).
+    when it is not a loss (``zico``, ``zico_mean``, ``ntk``, ``nwot``; perturbation selection).
     """
 
     weight_step: Callable
@@ -118,7 +118,7 @@ def jit_iterations(config: RunConfig, mesh: Mesh | None) -> Iterations:
 
     def mixture_score(model, state, images, labels, idx, arch_weights):
         steps = make_search_steps(model, config.search)
-        score = steps.mixture_ntk if config.selection_measure == NTK else steps.mixture_zico
+        score = {NTK: steps.mixture_ntk, NWOT: steps.mixture_nwot}.get(config.selection_measure, steps.mixture_zico)
         return score(state, stacked(images, idx), labels[idx], arch_weights)
 
     return Iterations(

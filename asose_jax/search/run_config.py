@@ -22,6 +22,7 @@ from asose_jax.search.selection import (
     MEASURES,
     NTK,
     NTK_EXAMPLES,
+    NWOT,
     PERTURBATION,
     REMOVAL,
     SELECTIONS,
@@ -99,8 +100,9 @@ class RunConfig:
     selection_measure: str = setting(
         REMOVAL, "perturbation: keep the op whose removal raises the held-out loss most (removal, DARTS-PT), that "
         "alone on the edge gives the lowest (alone), whose removal lowers the gradients' ZiCo score most (zico; "
-        "zico_mean: each layer's mean over its weights, not their sum), or whose removal worsens the conditioning "
-        "of the supernet's neural tangent kernel most (ntk, TE-NAS)",
+        "zico_mean: each layer's mean over its weights, not their sum), whose removal worsens the conditioning "
+        "of the supernet's neural tangent kernel most (ntk, TE-NAS), or whose removal makes the supernet's ReLU "
+        "activation patterns of different images most alike (nwot, NASWOT)",
         choices=MEASURES,
     )  # fmt: skip
     selection_images: int = setting(1024, "held-out images that score each op (perturbation)")
@@ -235,6 +237,11 @@ class RunConfig:
             raise ValueError(
                 f"--selection-images must be an integer >= {least} ({batches * self.batch_size}) with "
                 f"--selection-measure {self.selection_measure}, got {self.selection_images!r}"
+            )
+        if self.selection_measure == NWOT and self.batch_size < 2:
+            raise ValueError(
+                "--selection-measure nwot compares the activation patterns of a batch's examples: --batch-size must "
+                f"be at least 2, got {self.batch_size}"
             )
         if self.selection_measure == NTK and (
             self.batch_size < 2 or self.batch_size % ntk_kernel_examples(self.batch_size)

@@ -18,7 +18,11 @@ score of the supernet under a perturbation of that edge (``MEASURES``):
 * ``ntk`` (the trainability score of TE-NAS, Chen et al. 2021, used as Zero-Cost-PT's measure): ``w_ek`` set to 0;
   ``merit_k = log kappa(without k) - log kappa(w)`` with ``kappa`` the condition number of the supernet's empirical
   neural tangent kernel on ``ntk_kernel_examples(B)`` held-out examples of a batch (``ntk_log_condition``, averaged
-  over the held-out images' kernels): how much worse conditioned the supernet trains without the op.
+  over the held-out images' kernels): how much worse conditioned the supernet trains without the op;
+* ``nwot`` (NASWOT, Mellor et al. 2021, the measure Zero-Cost-PT reports first): ``w_ek`` set to 0;
+  ``merit_k = S(w) - S(without k)`` with ``S`` the log-determinant of the kernel of the supernet's binary ReLU
+  activation patterns on a held-out batch (``nwot_log_det``, averaged over the batches): how much the op adds to
+  how differently the supernet's units respond to different images.
 
 The op of highest merit is kept: ``a_e`` becomes one-hot on it (``DECIDED_LOGIT`` elsewhere, so ``softmax(a_e)`` is
 exactly one-hot in float32 and the argmax genotype is the decision). The supernet is then tuned for a few weight
@@ -47,8 +51,8 @@ from asose_jax.nn.initializers import SCANNED
 
 ARGMAX, PERTURBATION = "argmax", "perturbation"
 SELECTIONS = (ARGMAX, PERTURBATION)
-REMOVAL, ALONE, ZICO, ZICO_MEAN, NTK = "removal", "alone", "zico", "zico_mean", "ntk"
-MEASURES = (REMOVAL, ALONE, ZICO, ZICO_MEAN, NTK)
+REMOVAL, ALONE, ZICO, ZICO_MEAN, NTK, NWOT = "removal", "alone", "zico", "zico_mean", "ntk", "nwot"
+MEASURES = (REMOVAL, ALONE, ZICO, ZICO_MEAN, NTK, NWOT)
 LOSS_SCORED = (REMOVAL, ALONE)  # scored by the held-out loss (lower is better); the others by a score (higher)
 GRADIENT_SCORED = (ZICO, ZICO_MEAN)  # compare weight gradients across at least two batches
 SELECT = "select"  # the phase name of the selection's epoch records
@@ -81,10 +85,10 @@ def perturbed_weights(weights: Mapping[str, np.ndarray], edge: tuple[str, int], 
 
 
 def merits(base: float, scores: list[float], measure: str) -> np.ndarray:
-    """Per op the merit of ``measure`` from the perturbed supernet's scores (held-out losses, ZiCo scores, or minus
-    the NTK's log condition number) and the unperturbed one's, ``base``: ``scores[k] - base`` for ``removal`` (the
-    loss the op's removal adds), ``base - scores[k]`` for ``alone`` (the loss the op alone saves) and the others (the
-    score the op's removal takes away)."""
+    """Per op the merit of ``measure`` from the perturbed supernet's scores (held-out losses, ZiCo scores, minus
+    the NTK's log condition number, or NASWOT's log-determinant) and the unperturbed one's, ``base``:
+    ``scores[k] - base`` for ``removal`` (the loss the op's removal adds), ``base - scores[k]`` for ``alone`` (the
+    loss the op alone saves) and the others (the score the op's removal takes away)."""
     change = np.asarray(scores, np.float64) - base
     return change if measure == REMOVAL else -change
 
@@ -168,3 +172,29 @@ def ntk_log_condition(jacobian: dict) -> jax.Array:
     smallest, largest = eigenvalues[0], eigenvalues[-1]
     ratio = jnp.where(largest > 0, smallest / jnp.where(largest > 0, largest, 1.0), 0.0)  # 1 / condition number
     return -jnp.log(jnp.maximum(ratio, rows.shape[0] * jnp.finfo(rows.dtype).eps))
+
+
+def activation_codes(sown: dict) -> jax.Array:
+    """The per-example activation patterns ``[B, D]`` of the ``ACTIVATIONS`` that ``ReLU`` sowed in one forward
+    pass (a pytree of ``[B, ...]`` leaves, or ``[L, B, ...]`` under a scanned module, one leading axis per scan):
+    each example's units of every ReLU, flattened and joined."""
+
+    def leaf(path: tuple, code: jax.Array) -> jax.Array:
+        stacked = sum(str(getattr(key, "key", key)).endswith(SCANNED) for key in path)  # layer axes before B
+        return jnp.moveaxis(code, stacked, 0).reshape(code.shape[stacked], -1)
+
+    return jnp.concatenate([leaf(path, c) for path, c in jax.tree_util.tree_leaves_with_path(sown)], axis=1)
+
+
+def nwot_log_det(codes: jax.Array) -> jax.Array:
+    """NASWOT's score (Mellor et al. 2021) of binary activation patterns ``codes [B, D]`` (1 where a ReLU unit is
+    active, over all ``D`` units of the network): ``log det K`` with ``K = c c^T + (1 - c)(1 - c)^T`` [B, B], so
+    ``K_ij`` is ``D`` minus the Hamming distance between the patterns of examples ``i`` and ``j``. Higher means the
+    network separates its inputs better. ``K`` is computed at full float32 precision (its entries are counts, exact
+    below 2^24 units) and divided by ``D`` before the determinant, which shifts the score by ``B log D`` (a constant
+    of the network's shape, so merits do not change); two equal patterns make ``K`` singular, ``-inf``."""
+    c = codes.astype(jnp.float32)
+    agree = jnp.matmul(c, c.T, precision=jax.lax.Precision.HIGHEST) + jnp.matmul(
+        1 - c, (1 - c).T, precision=jax.lax.Precision.HIGHEST
+    )
+    return jnp.linalg.slogdet(agree / codes.shape[1])[1]

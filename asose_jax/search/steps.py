@@ -29,7 +29,7 @@ import optax
 
 from asose_jax.nn.initializers import init_variables
 from asose_jax.nn.losses import accuracy, cross_entropy
-from asose_jax.nn.operations import BN_MOMENTUM
+from asose_jax.nn.operations import ACTIVATIONS, BN_MOMENTUM
 from asose_jax.nn.optimizers import arch_optimizer, descend, weight_optimizer
 from asose_jax.nn.schedules import learning_rate_schedule, temperature_schedule
 from asose_jax.search.regularizers import arch_regularizer
@@ -42,11 +42,14 @@ from asose_jax.search.sampling import (
 )
 from asose_jax.search.selection import (
     NTK,
+    NWOT,
     ZICO,
     ZICO_MEAN,
+    activation_codes,
     in_play,
     ntk_kernel_examples,
     ntk_log_condition,
+    nwot_log_det,
     zico_score,
 )
 from asose_jax.search.step_config import SearchConfig
@@ -85,6 +88,7 @@ class SearchSteps(NamedTuple):
     mixture_eval: Callable[[State, jax.Array, jax.Array, dict], Metrics]
     mixture_zico: Callable[[State, jax.Array, jax.Array, dict], Metrics]
     mixture_ntk: Callable[[State, jax.Array, jax.Array, dict], Metrics]
+    mixture_nwot: Callable[[State, jax.Array, jax.Array, dict], Metrics]
 
 
 def supernet_from_config(config: SearchConfig) -> nn.Module:
@@ -302,10 +306,23 @@ class _StepFunctions:
         kernels = images.reshape(n, batch // examples, examples, *images.shape[2:])  # a batch's kernels side by side
         return {NTK: -jnp.mean(jax.lax.map(jax.vmap(log_condition), kernels))}
 
+    def mixture_nwot(self, state: State, images: jax.Array, labels: jax.Array, arch_weights: dict) -> Metrics:
+        """The mean over the batches ``images [N, B, H, W, 3]`` of NASWOT's score (``selection.nwot_log_det``) of
+        the binary ReLU activation patterns of the supernet with edge weights ``arch_weights``: one forward pass
+        per batch, BatchNorm in training mode, nothing written back. ``labels`` are not used."""
+        del labels
+        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+        def one_batch(x: jax.Array) -> jax.Array:
+            _, sown = self.model.apply(variables, x, arch_weights, train=True, mutable=["batch_stats", ACTIVATIONS])
+            return nwot_log_det(activation_codes(sown[ACTIVATIONS]))
+
+        return {NWOT: jnp.mean(jax.lax.map(one_batch, images))}
+
 
 def make_search_steps(model: nn.Module, config: SearchConfig) -> SearchSteps:
     """The pure step functions for ``model`` under ``config``."""
     fns = _StepFunctions(model, config)
     return SearchSteps(fns.weight_grad, fns.weight_step, fns.arch_grad, fns.arch_step, fns.unrolled_arch_loss,
                        fns.eval_step, fns.recalibrated_batch_stats, fns.mixture_eval,
-                       fns.mixture_zico, fns.mixture_ntk)  # fmt: skip
+                       fns.mixture_zico, fns.mixture_ntk, fns.mixture_nwot)  # fmt: skip

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from asose_jax.nn.initializers import SCANNED
 from asose_jax.nn.mixed_op import MixedOp
-from asose_jax.nn.operations import NB201_OPS, Gate, ReLUConvBN, batch_norm, conv
+from asose_jax.nn.operations import NB201_OPS, Gate, ReLU, ReLUConvBN, batch_norm, conv
 from asose_jax.nn.scanned import stacked_scan
 
 NODES = 4  # node 0 is the cell input, node 3 its output
@@ -146,5 +146,5 @@ def macro_network(
         for i in range(grown_cells[stage]):
             grown = cell_type(**attributes, channels=c, name=f"stage_{stage}_grown_{i}")(x, *args)
             x = x + Gate(name=f"stage_{stage}_grown_{i}_gate")(grown)
-    x = nn.relu(batch_norm(train, affine=True, name="final_bn")(x))
+    x = ReLU(name="final_relu")(batch_norm(train, affine=True, name="final_bn")(x))
     return nn.Dense(num_classes, name="classifier")(jnp.mean(x, axis=(1, 2)))
