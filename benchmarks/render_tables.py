@@ -236,6 +236,7 @@ SELECT_STAGE = (
     "select_nb201_cpu_cycles_removal_tuned.json",  # one cell per stage, with DARTS-PT's tuning after each decision
     "select_nb201_cpu_shrink.json",  # progressive shrinking by removal and by weight over the same cycles
     "select_nb201_cpu_grow_shrink.json",  # shrinking by weight while growing 1 -> 2 cells per stage (P-DARTS-like)
+    "select_nb201_cpu_nwot.json",  # NASWOT's activation-pattern kernel as Zero-Cost-PT's measure
 )
 
 

@@ -16,6 +16,8 @@ from conftest import IMAGE, make_batch
 from asose_jax.nn import mixed_op
 from asose_jax.nn.conv import auto_impl
 from asose_jax.nn.initializers import init_variables
+from asose_jax.nn.operations import ACTIVATIONS
+from asose_jax.search.selection import activation_codes
 from asose_jax.spaces import build_supernet, count_params, uniform_arch_weights
 from asose_jax.spaces.darts.genotype import darts_genotype
 from asose_jax.spaces.darts.supernet import edge_groups, edge_inputs
@@ -202,3 +204,25 @@ def test_rematerialised_scan_recomputes_with_the_same_drop_path_masks():
         with auto_impl(impl):
             grads[impl] = jax.jit(jax.value_and_grad(loss))(variables["params"])
     assert_close(grads["cpu"], grads["xla"], REMAT_TOLERANCE)
+
+
+def test_scanned_cells_sow_the_activation_patterns_of_unrolled_ones():
+    """NASWOT's input (``--selection-measure nwot``): every ReLU's units per example, the same in both layouts up to
+    their order, so the kernel ``K = c c^T + (1 - c)(1 - c)^T`` (which the order does not change) is equal. At C=2 on
+    8x8 images with two cells per stage: per cell the ReLUs of 6 ``nor_conv_1x1`` and 6 ``nor_conv_3x3`` (12 x 128,
+    12 x 64, 12 x 32 units in the three stages), 128 + 64 and 64 + 32 in the two residual blocks' convolutions, and
+    32 before the classifier: 5,696 units. ``init`` sows nothing."""
+    unrolled, scanned, args, to_scanned = supernet_case()
+    variables = init_variables(unrolled, jax.random.key(0), (IMAGE, IMAGE, 3), *args, train=False)
+    names = [k for k in init_variables(scanned, jax.random.key(0), (IMAGE, IMAGE, 3), *args, train=False)["params"]
+             if k.endswith("_scan")]  # fmt: skip
+    assert set(variables) == {"params", "batch_stats"}
+    images = make_batch(1, 4)["image"]
+    kernels = []
+    for model, v in ((unrolled, variables), (scanned, {k: to_scanned(t, names) for k, t in variables.items()})):
+        _, sown = model.apply(v, images, *args, train=True, mutable=["batch_stats", ACTIVATIONS])
+        codes = np.asarray(activation_codes(sown[ACTIVATIONS]), np.float64)
+        assert codes.shape == (4, 2 * 12 * (128 + 64 + 32) + 128 + 64 + 64 + 32 + 32)
+        assert 0 < codes.mean() < 1
+        kernels.append(codes @ codes.T + (1 - codes) @ (1 - codes).T)
+    np.testing.assert_array_equal(kernels[1], kernels[0])

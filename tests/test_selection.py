@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from conftest import float64, make_batch, search_setup
 
 from asose_jax.nn.losses import accuracy, cross_entropy
+from asose_jax.nn.operations import ACTIVATIONS
 from asose_jax.runtime.metrics_log import read_metrics
 from asose_jax.search.driver import selection_images, shrink_images, train_and_evaluate
 from asose_jax.search.run_config import RunConfig, preset
@@ -31,6 +33,7 @@ from asose_jax.search.selection import (
     WEIGHT,
     ZICO,
     ZICO_MEAN,
+    activation_codes,
     candidates,
     chosen_op,
     decided_logits,
@@ -39,6 +42,7 @@ from asose_jax.search.selection import (
     in_play,
     merits,
     ntk_log_condition,
+    nwot_log_det,
     perturbed_weights,
     without_ops,
     zico_score,
@@ -120,6 +124,45 @@ def test_ntk_log_condition_by_hand():
     cap = -np.log(2 * np.finfo(np.float32).eps)
     np.testing.assert_allclose(ntk_log_condition({"a": jnp.array([[2.0, 0.0], [0.0, 0.0]])}), cap, rtol=1e-6)
     np.testing.assert_allclose(ntk_log_condition({"a": jnp.zeros((2, 3))}), cap, rtol=1e-6)
+
+
+def test_nwot_log_det_by_hand():
+    """Patterns 101 and 110 (D = 3 units) are 2 apart: ``K = [[3, 1], [1, 3]]``, ``det(K / 3) = 8 / 9``. Equal
+    patterns make ``K`` singular."""
+    np.testing.assert_allclose(nwot_log_det(jnp.array([[1, 0, 1], [1, 1, 0]], bool)), np.log(8 / 9), rtol=1e-6)
+    np.testing.assert_allclose(nwot_log_det(jnp.eye(3, dtype=bool)), np.log(20 / 27), rtol=1e-6)  # det [[3,1,1],..]
+    assert nwot_log_det(jnp.array([[1, 0], [1, 0]], bool)) == -np.inf
+
+
+def test_activation_codes_join_each_examples_units_of_every_relu():
+    """A leaf under a scanned module (``..._scan``) has its layer axis before the batch axis."""
+    scanned = jnp.arange(2 * 3 * 2).reshape(2, 3, 2) % 3 == 0  # [L=2, B=3, 2]
+    plain = jnp.arange(3 * 4).reshape(3, 2, 2) % 2 == 0  # [B=3, 2, 2]
+    codes = activation_codes({"stage_0_scan": {"ReLU_0": {"code": (scanned,)}}, "z": {"code": (plain,)}})
+    chex.assert_shape(codes, (3, 2 * 2 + 4))
+    for b in range(3):
+        expected = np.concatenate([np.asarray(scanned[:, b]).ravel(), np.asarray(plain[b]).ravel()])
+        np.testing.assert_array_equal(codes[b], expected)
+
+
+def test_the_mixture_nwot_is_the_mean_log_det_of_each_batchs_pattern_kernel():
+    """Against float64 determinants of the Hamming kernels of the patterns the supernet sows, batch by batch,
+    BatchNorm in training mode; removing an op changes the score."""
+    config, model, state, steps = search_setup("nb201")
+    images = jnp.stack([make_batch(seed, size=6)["image"] for seed in (1, 2)])  # [N=2, B=6, H, W, 3]
+    labels = jnp.zeros(images.shape[:2], jnp.int32)
+    mixture = {"cell": jax.nn.softmax(jax.random.normal(jax.random.key(1), (6, 5)), -1)}
+    weights = perturbed_weights(jax.device_get(mixture), ("cell", 3), REMOVAL)[3]
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    expected = []
+    for x in images:
+        _, sown = model.apply(variables, x, weights, train=True, mutable=["batch_stats", ACTIVATIONS])
+        c = np.asarray(activation_codes(sown[ACTIVATIONS]), np.float64)
+        hamming = (c[:, None, :] != c[None, :, :]).sum(-1)
+        expected.append(np.linalg.slogdet((c.shape[1] - hamming) / c.shape[1])[1])
+    score = steps.mixture_nwot(state, images, labels, weights)[NWOT]
+    np.testing.assert_allclose(score, np.mean(expected), rtol=1e-4)
+    assert abs(float(steps.mixture_nwot(state, images, labels, mixture)[NWOT]) - float(score)) > 1e-4
 
 
 def test_a_decision_makes_the_edge_one_hot_and_leaves_the_rest():
@@ -268,6 +311,10 @@ def test_a_perturbation_search_keeps_the_op_of_highest_merit_on_every_edge(
             {"selection_measure": "ntk", "batch_size": 24, "selection_images": 48},
             "--batch-size must be a multiple of 16 or from 2 to 16, got 24",
         ),
+        (
+            {"selection_measure": "nwot", "batch_size": 1, "selection_images": 4},
+            "--selection-measure nwot compares the activation patterns of a batch's examples: --batch-size must",
+        ),
     ],
 )
 def test_bad_selection_settings_are_refused(npz_path, tmp_path, overrides, message):
@@ -277,10 +324,10 @@ def test_bad_selection_settings_are_refused(npz_path, tmp_path, overrides, messa
 
 def test_the_time_estimate_counts_each_measures_cost_per_image(npz_path, tmp_path):
     """In training images: per edge (6 edges of 3 ops), 4 scorings of 16 images, at a third of an image per image for
-    a loss, one for ZiCo's gradients, a kernel's examples (8 at batch 8) for the NTK; with tuning steps, a forward
-    pass over the 100 held-out images as well."""
+    a loss or NASWOT's patterns (a forward pass), one for ZiCo's gradients, a kernel's examples (8 at batch 8) for
+    the NTK; with tuning steps, a forward pass over the 100 held-out images as well."""
     shapes = {"cell": (6, 3)}
-    for measure, per_image in ((REMOVAL, 1 / 3), (ZICO, 1.0), (NTK, 8.0)):
+    for measure, per_image in ((REMOVAL, 1 / 3), (NWOT, 1 / 3), (ZICO, 1.0), (NTK, 8.0)):
         for tune_steps, evaluation in ((0, 0.0), (2, 100 / 3)):
             config = _search(npz_path, tmp_path, selection_measure=measure, selection_tune_steps=tune_steps)
             assert selection_images(config, shapes, 100) == pytest.approx(6 * (4 * 16 * per_image + evaluation))
