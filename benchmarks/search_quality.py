@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import hashlib
 import itertools
 import json
@@ -43,6 +44,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -72,6 +74,7 @@ STAGE_SEEDS = {SELECT: "selection_seeds", REPORT: "report_seeds"}  # the protoco
 CONVOLUTIONS = {"nor_conv_1x1", "nor_conv_3x3"}
 # Settings that change no result: a reused run may differ in them (unlike RESUMABLE_CHANGES, the learning rates).
 NEUTRAL = ("data_dir", "checkpoint_every", "keep_checkpoints")
+T = TypeVar("T")
 
 
 def method_flags(method: str) -> list[str]:
@@ -175,19 +178,42 @@ def check_reusable(workdir: pathlib.Path, argv: list[str]) -> None:
         raise SystemExit(f"error: {err}") from None
 
 
-def run_one(args, method: str, seed: int, core: int) -> pathlib.Path:
-    """Runs (or continues) one search; returns its workdir."""
-    workdir = run_dir(args, method, seed)
-    if (workdir / "summary.json").exists():
-        return workdir
-    command = [sys.executable, str(SEARCH), *search_args(args, method, seed, workdir)]
-    if args.parallel > 1 and shutil.which("taskset") and (os.cpu_count() or 1) >= args.parallel:
+def run_logged(command: list[str], workdir: pathlib.Path, core: int, parallel: int) -> None:
+    """Runs ``command`` with its output in ``<workdir>.log``, pinned to ``core`` (``taskset``) when ``parallel`` runs
+    share a machine with at least that many cores; a failure names the log."""
+    if parallel > 1 and shutil.which("taskset") and (os.cpu_count() or 1) >= parallel:
         command = ["taskset", "-c", str(core), *command]
     workdir.parent.mkdir(parents=True, exist_ok=True)
     with open(workdir.parent / f"{workdir.name}.log", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}; see {workdir.parent / workdir.name}.log")
+
+
+def run_pinned(run: Callable[..., T], jobs: Sequence[tuple], parallel: int) -> list[T]:
+    """``run(core, *job)`` for every job, ``parallel`` at a time, each given a core no other running job has;
+    the results in the order of ``jobs``."""
+    free = queue.SimpleQueue()  # the cores not running a job
+    for core in range(parallel):
+        free.put(core)
+
+    def pinned(job: tuple) -> T:
+        core = free.get()
+        try:
+            return run(core, *job)
+        finally:
+            free.put(core)
+
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(pinned, jobs))
+
+
+def run_one(args, core: int, method: str, seed: int) -> pathlib.Path:
+    """Runs (or continues) one search; returns its workdir."""
+    workdir = run_dir(args, method, seed)
+    if not (workdir / "summary.json").exists():
+        run_logged([sys.executable, str(SEARCH), *search_args(args, method, seed, workdir)], workdir, core,
+                   args.parallel)  # fmt: skip
     return workdir
 
 
@@ -387,21 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         "data_sha256": data_file and file_sha256(data_file),
         "table_sha256": file_sha256(args.table),
     }
-    free = queue.SimpleQueue()  # the cores not running a search
-    for core in range(args.parallel):
-        free.put(core)
-
-    def pinned(method: str, seed: int) -> pathlib.Path:
-        core = free.get()
-        try:
-            return run_one(args, method, seed, core)
-        finally:
-            free.put(core)
-
     order = sorted(range(len(jobs)), key=lambda i: (jobs[i][1], i))  # seed by seed: settings share the machine alike
-    with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-        started = {i: pool.submit(pinned, *jobs[i]) for i in order}
-        workdirs = [started[i].result() for i in range(len(jobs))]
+    ordered = run_pinned(functools.partial(run_one, args), [jobs[i] for i in order], args.parallel)
+    workdirs = [ordered[order.index(i)] for i in range(len(jobs))]
     rows, curves = [], {}
     for (method, seed), workdir in zip(jobs, workdirs, strict=True):
         row, epochs = run_record(workdir, method_label(method), seed)

@@ -307,7 +307,8 @@ def test_a_run_directory_with_other_settings_is_refused(scored_run, npz_path, ta
         search_quality.check_reusable(scored_run, [*same, "--batch-size", "16"])
     before = sorted(scored_run.parent.iterdir())
     args = benchmark_args(npz_path, table_path, protocol_path, scored_run.parent, tmp_path / "out.json")
-    with pytest.raises(SystemExit, match=f"error: --workdir {scored_run} holds .* made with --batch-size 8"):
+    finished = f"error: --workdir {scored_run} holds a finished run made with --batch-size 8"
+    with pytest.raises(SystemExit, match=finished):
         search_quality.main(args)  # the preset's own settings, not the tiny run's
     assert sorted(scored_run.parent.iterdir()) == before and not (tmp_path / "out.json").exists()
 

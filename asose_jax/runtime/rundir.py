@@ -67,6 +67,14 @@ def _saved_config(workdir: pathlib.Path) -> dict | None:
     return saved
 
 
+def _finished(workdir: pathlib.Path) -> bool:
+    """Whether ``workdir`` holds a run's final ``summary.json`` (a dry run's is not one)."""
+    try:
+        return not json.loads((workdir / "summary.json").read_text()).get("dry_run")
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def _difference(saved: dict, requested: dict, skip: tuple[str, ...]) -> tuple[str, object, object] | None:
     """The first setting (``"batch_size"``, ``"search.sampler"``...) whose value differs: ``(name, saved value,
     requested value)``, or None. Settings named in ``skip`` are ignored; the user's settings come before nested
@@ -95,15 +103,17 @@ def check_same_settings(
     resumable: Sequence[str] = (),
     renamed_flags: Mapping[str, str] | None = None,
 ) -> None:
-    """Refuses to continue the run in ``workdir`` with settings other than its own, naming the first one by its
-    flag: ``search.batch_size`` -> ``--batch-size``, or ``renamed_flags[field]`` (e.g. ``op_names`` -> ``--ops``)."""
+    """Refuses to continue (or, finished, to reuse) the run in ``workdir`` with settings other than its own, naming
+    the first one by its flag: ``search.batch_size`` -> ``--batch-size``, or ``renamed_flags[field]`` (e.g.
+    ``op_names`` -> ``--ops``)."""
     if saved is not None and (difference := _difference(saved, requested, (*resumable, CHANGES))):
         setting, old, new = difference
         field = setting.split(".")[-1]
         flag = (renamed_flags or {}).get(field, "--" + field.replace("_", "-"))
+        run, use = ("a finished", "reuse") if _finished(workdir) else ("an unfinished", "continue")
         raise ValueError(
-            f"--workdir {workdir} holds an unfinished run made with {flag} {old!r} ({setting}), but "
-            f"this run asks for {new!r}; rerun with the run's settings to continue it, or choose a new --workdir"
+            f"--workdir {workdir} holds {run} run made with {flag} {old!r} ({setting}), but "
+            f"this run asks for {new!r}; rerun with the run's settings to {use} it, or choose a new --workdir"
         )
 
 

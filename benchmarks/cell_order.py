@@ -1,0 +1,101 @@
+"""Does a network of a search's size order NAS-Bench-201 cells as the table does?
+
+The table scores each cell in a network of 5 cells per stage at 16 channels, trained 200 epochs. A search on the
+``nb201-cpu`` proxy sees a supernet of one cell per stage at 8 channels trained for an epoch. This benchmark trains
+given cells from scratch at a size of one's choosing (``experiments/cifar10_train.py`` flags) over seeds and
+reports each cell's test accuracy next to the table's, so one sees whether a search faithful to the small network
+could prefer the cells the table prefers:
+
+    python benchmarks/cell_order.py --data npz:data/cifar10.npz --seeds 0 1 2 --parallel 2 \\
+        --cells "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|" \\
+                "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|" \\
+        --train-flags "--recipe=fast,--init-channels=8,--layers=1,--train-limit=10000,--epochs=10" \\
+        --out benchmarks/results/cell_order_depth1.json
+
+Each run trains in its own run directory under ``runs/cell_order/<out stem>/``; a finished one is reused, and
+one made with other settings is refused by the training script itself. With ``--parallel N`` runs go N at a
+time, each pinned to its own core (``taskset``) where the machine has N cores. Prints a markdown table and writes
+JSON with every run's accuracy, settings and command, the commit and the data's sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from asose_jax.runtime.metrics_log import write_json  # noqa: E402
+from asose_jax.search.nb201_table import load_nb201_table  # noqa: E402
+from asose_jax.spaces.genotypes import NB201Genotype, genotype_to_json  # noqa: E402
+from benchmarks.render_tables import md_table  # noqa: E402
+from benchmarks.search_quality import DEFAULT_TABLE, file_sha256, git_state, run_logged, run_pinned  # noqa: E402
+from benchmarks.timing import environment  # noqa: E402
+
+TRAIN = ROOT / "experiments/cifar10_train.py"
+
+
+def train_args(args, arch: str, seed: int, workdir: pathlib.Path) -> list[str]:
+    flags = [f for f in args.train_flags.split(",") if f]
+    return ["--genotype", str(workdir.parent / f"cell{args.cells.index(arch)}.json"), "--data", args.data,
+            "--seed", str(seed), "--workdir", str(workdir), *flags]  # fmt: skip
+
+
+def run_one(args, core: int, arch: str, seed: int) -> dict:
+    """Trains (or reuses) one cell at one seed; returns its row."""
+    workdir = args.runs_dir / f"cell{args.cells.index(arch)}-seed{seed}"
+    argv = train_args(args, arch, seed, workdir)
+    if not (workdir / "summary.json").exists():
+        run_logged([sys.executable, str(TRAIN), *argv], workdir, core, args.parallel)
+    summary = json.loads((workdir / "summary.json").read_text())
+    return {"arch_str": arch, "seed": seed, "test_acc": summary["test_acc"], "wall_time_s": summary["wall_time_s"],
+            "config": json.loads((workdir / "config.json").read_text()),
+            "command": [a.replace(f"{ROOT}/", "") for a in [str(TRAIN), *argv]]}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", nargs="+", required=True, help="NAS-Bench-201 arch strings")
+    parser.add_argument("--seeds", nargs="+", type=int, required=True)
+    parser.add_argument("--data", required=True, help="npz:PATH")
+    parser.add_argument("--train-flags", default="", help="comma-separated cifar10_train.py flags: --flag=value,...")
+    parser.add_argument("--table", type=pathlib.Path, default=DEFAULT_TABLE, help="NAS-Bench-201 table (CSV)")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="results JSON")
+    args = parser.parse_args(argv)
+    try:
+        table = load_nb201_table(args.table)
+        genotypes = [NB201Genotype.from_string(arch) for arch in args.cells]
+        for arch in args.cells:
+            table.score(arch)  # a cell the table lacks fails here, before any training
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    args.runs_dir = ROOT / "runs/cell_order" / args.out.stem
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    for i, genotype in enumerate(genotypes):
+        write_json(args.runs_dir / f"cell{i}.json", genotype_to_json(genotype))
+    provenance = {"git": git_state(), "data_sha256": file_sha256(args.data.removeprefix("npz:"))}
+    jobs = [(arch, seed) for seed in args.seeds for arch in args.cells]  # seed by seed: cells share the machine alike
+    rows = run_pinned(functools.partial(run_one, args), jobs, args.parallel)
+    cells = []
+    for arch in args.cells:
+        accs = [r["test_acc"] for r in rows if r["arch_str"] == arch]
+        cells.append({"arch_str": arch, "table_acc": table.score(arch)["table_acc"], "mean": float(np.mean(accs)),
+                      "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, "accs": accs})  # fmt: skip
+    result = {"seeds": args.seeds, "train_flags": args.train_flags, "data": args.data, **provenance,
+              "parallel": args.parallel, "environment": environment(), "cells": cells, "runs": rows}  # fmt: skip
+    write_json(args.out, result)
+    header = ["cell", "table accuracy", "trained here: mean ± std", *[f"seed {s}" for s in args.seeds]]
+    print(md_table(header, [[f"`{c['arch_str']}`", f"{c['table_acc']:.2f}", f"{c['mean']:.2f} ± {c['std']:.2f}",
+                             *[f"{a:.2f}" for a in c["accs"]]] for c in cells]))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
