@@ -165,15 +165,26 @@ def run_dir(args, method: str, seed: int) -> pathlib.Path:
     return args.runs_dir / f"{method_label(method)}-seed{seed}"
 
 
-def check_reusable(workdir: pathlib.Path, argv: list[str]) -> None:
-    """Refuses ``workdir`` if it holds a run whose settings (``config.json``) differ from those the search
-    arguments ``argv`` ask for, naming the first differing setting; only ``NEUTRAL`` settings may differ."""
+def requested_search(argv: list[str]) -> dict:
+    """The ``config.json`` settings of a search run with ``argv``."""
+    return cifar10_search.build_config(cifar10_search.parse_args(argv)).to_json()
+
+
+def check_reusable(
+    workdir: pathlib.Path,
+    argv: list[str],
+    requested: Callable[[list[str]], dict] = requested_search,
+    renamed_flags: dict[str, str] | None = None,
+) -> None:
+    """Refuses ``workdir`` if it holds a run whose settings (``config.json``) differ from those the arguments
+    ``argv`` ask for (``requested``: a search's by default), naming the first differing setting; only ``NEUTRAL``
+    settings may differ."""
     if not (workdir / "config.json").exists():
         return
     saved = json.loads((workdir / "config.json").read_text())
     try:
-        requested = cifar10_search.build_config(cifar10_search.parse_args(argv)).to_json()
-        check_same_settings(workdir, saved, requested, (*NEUTRAL, COMPUTED), flag_names(RunConfig))
+        check_same_settings(workdir, saved, requested(argv), (*NEUTRAL, COMPUTED),
+                            flag_names(RunConfig) if renamed_flags is None else renamed_flags)  # fmt: skip
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
 
