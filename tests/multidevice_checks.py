@@ -82,10 +82,10 @@ def test_sharded_iterations_match_one_device(search, data):
         assert leaf.sharding.is_fully_replicated
 
 
-@pytest.mark.parametrize("measure", ["removal", "zico", "ntk"])
+@pytest.mark.parametrize("measure", ["removal", "zico", "ntk", "nwot"])
 def test_sharded_selection_scores_match_one_device(data, measure):
-    """The perturbed supernet's scores (held-out loss, ZiCo, NTK conditioning) on 8 devices as on one, on two
-    batches whose examples are sharded."""
+    """The perturbed supernet's scores (held-out loss, ZiCo, NTK conditioning, NASWOT's pattern kernel) on 8
+    devices as on one, on two batches whose examples are sharded."""
     config = RunConfig(search=tiny_config("chain", sampler="softmax"), batch_size=BATCH, selection_measure=measure)
     model = supernet_from_config(config.search)
     state = init_search_state(model, config.search, (IMAGE, IMAGE, 3))
