@@ -535,6 +535,40 @@ def _nb201_baselines() -> str:
     ])  # fmt: skip
 
 
+# benchmarks/cell_order.py: cells trained from scratch at a search's size, next to the table; one file per size.
+CELL_ORDER = ("cell_order_depth1.json", "cell_order_depth5.json")
+
+
+def _network(config: dict) -> str:
+    """``1 cell per stage, C=8; 6 epochs of 20,000 images``: the trained network and its budget, from a run's
+    ``config.json``."""
+    cells = config["computed"]["depth"]
+    images = config["train_limit"] or 45000
+    return (f"{cells} cell{'s' if cells > 1 else ''} per stage, C={config['init_channels']}; "
+            f"{config['epochs']} epochs of {images:,} images")  # fmt: skip
+
+
+@renderer("nb201_cell_order")
+def _nb201_cell_order() -> str:
+    """Per trained network size, each cell's test accuracy over the seeds next to its table accuracy."""
+    rows, seeds = [], []
+    for name in CELL_ORDER:
+        result = load(name)
+        network = _network(result["runs"][0]["config"])
+        seeds.append(f"{', '.join(map(str, result['seeds']))} at {network.split(';')[0]}")
+        for cell in sorted(result["cells"], key=lambda c: -c["mean"]):
+            accs = ", ".join(f"{a:.2f}" for a in cell["accs"])
+            rows.append([network, f"`{cell['arch_str']}`", f"{cell['table_acc']:.2f}",
+                         f"{cell['mean']:.2f} ± {cell['std']:.2f}", accs])  # fmt: skip
+    return "\n".join([
+        md_table(["network trained here", "cell", "table accuracy (5 cells per stage, C=16, 200 epochs)",
+                  "test accuracy here: mean ± std", "per seed"], rows),
+        "",
+        f"Seeds {'; '.join(seeds)}. Test accuracy with flip TTA on the 5,000 held-out images of our data copy. "
+        + source(*CELL_ORDER),
+    ])  # fmt: skip
+
+
 @renderer("darts_cpu")
 def _darts_cpu() -> str:
     result = load("darts_cpu_search.json")
