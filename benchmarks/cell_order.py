@@ -12,11 +12,11 @@ could prefer the cells the table prefers:
                 "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|" \\
         --out benchmarks/results/cell_order_depth1.json
 
-Each run trains in its own run directory under ``--runs-dir``, named by its cell and seed; a finished one is
-reused if its settings are the ones asked for and refused otherwise (an unfinished one is continued or refused by
-the training script). With ``--parallel N`` runs go N at a time, each pinned to its own core (``taskset``) where
-the machine has N cores. Prints a markdown table and writes
-JSON with every run's accuracy, settings and command, the commit and the data's sha256.
+Each run trains in its own run directory under ``--runs-dir``, named by its cell and seed: a finished one is
+reused and an unfinished one continued if its settings are the ones asked for; every directory is checked before
+any training, and one made with other settings is refused. With ``--parallel N`` runs go N at a time, each pinned
+to its own core (``taskset``) where the machine has N cores. Prints a markdown table and writes JSON with every
+run's accuracy, settings and command, the commit and the data's sha256.
 """
 
 from __future__ import annotations
@@ -69,13 +69,15 @@ def requested_training(argv: list[str]) -> dict:
     return cifar10_train.build_config(cifar10_train.parse_args(argv)).to_json()
 
 
+def run_dir(args, arch: str, seed: int) -> pathlib.Path:
+    return args.runs_dir / f"{cell_name(arch)}-seed{seed}"
+
+
 def run_one(args, core: int, arch: str, seed: int) -> dict:
-    """Trains (or reuses) one cell at one seed; returns its row."""
-    workdir = args.runs_dir / f"{cell_name(arch)}-seed{seed}"
+    """Trains (or continues, or reuses) one cell at one seed; returns its row."""
+    workdir = run_dir(args, arch, seed)
     argv = train_args(args, arch, seed, workdir)
-    if (workdir / "summary.json").exists():
-        check_reusable(workdir, argv, requested_training, {})
-    else:
+    if not (workdir / "summary.json").exists():
         run_logged([sys.executable, str(TRAIN), *argv], workdir, core, args.parallel)
     summary = json.loads((workdir / "summary.json").read_text())
     return {"arch_str": arch, "seed": seed, "test_acc": summary["test_acc"], "wall_time_s": summary["wall_time_s"],
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=pathlib.Path, help="run directories (default: runs/cell_order/<out stem>)")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="results JSON")
     args = parser.parse_args(argv)
+    if not args.data.startswith("npz:"):
+        parser.error(f"--data must be npz:PATH (the file whose sha256 the result records), got {args.data!r}")
     try:
         table = load_nb201_table(args.table)
         genotypes = [NB201Genotype.from_string(arch) for arch in args.cells]
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.runs_dir / f"{cell_name(arch)}.json", genotype_to_json(genotype))
     provenance = {"git": git_state(), "data_sha256": file_sha256(args.data.removeprefix("npz:"))}
     jobs = [(arch, seed) for seed in args.seeds for arch in args.cells]  # seed by seed: cells share the machine alike
+    for arch, seed in jobs:  # every run directory checked before any training starts
+        workdir = run_dir(args, arch, seed)
+        check_reusable(workdir, train_args(args, arch, seed, workdir), requested_training, {})
     rows = run_pinned(functools.partial(run_one, args), jobs, args.parallel)
     cells = []
     for arch in args.cells:

@@ -16,13 +16,15 @@ from benchmarks import cell_order  # noqa: E402
 
 CELLS = ["|nor_conv_1x1~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_1x1~2|",
          "|nor_conv_1x1~0|+|none~0|nor_conv_1x1~1|+|nor_conv_1x1~0|nor_conv_1x1~1|nor_conv_1x1~2|"]  # fmt: skip
+UNTRAINED = "|none~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_1x1~0|nor_conv_1x1~1|nor_conv_1x1~2|"
 FLAGS = "--init-channels=2,--layers=1,--epochs=1,--batch-size=16,--cutout=0,--compilation-cache="
 
 
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory) -> pathlib.Path:
     path = tmp_path_factory.mktemp("table") / "table.csv"
-    path.write_text("arch_str,cifar10_test_acc\n" + "".join(f"{c},{90 + i}\n" for i, c in enumerate(CELLS)))
+    cells = [*CELLS, UNTRAINED]
+    path.write_text("arch_str,cifar10_test_acc\n" + "".join(f"{c},{90 + i}\n" for i, c in enumerate(cells)))
     return path
 
 
@@ -54,7 +56,9 @@ def test_each_cell_trains_once_and_a_finished_run_is_reused_only_with_its_settin
     np.testing.assert_equal(json.loads((tmp_path / "b.json").read_text())["cells"], result["cells"])
     longer = FLAGS.replace("--epochs=1", "--epochs=2")
     with pytest.raises(SystemExit, match=r"holds a finished run made with --epochs 1 \(epochs\), but this run asks"):
-        cell_order.main(args(npz_path, table_path, runs, tmp_path / "c.json", longer))
+        cell_order.main(args(npz_path, table_path, runs, tmp_path / "c.json", longer, [UNTRAINED, CELLS[0]]))
+    assert not (runs / f"{cell_order.cell_name(UNTRAINED)}-seed0").exists()  # refused before any training
+    assert not (tmp_path / "c.json").exists()
 
 
 def test_a_cell_the_table_lacks_is_refused_before_any_training(npz_path, table_path, tmp_path):
@@ -62,3 +66,9 @@ def test_a_cell_the_table_lacks_is_refused_before_any_training(npz_path, table_p
     with pytest.raises(SystemExit, match=f"error: cell {re.escape(other)} is not in"):
         cell_order.main(args(npz_path, table_path, tmp_path / "runs", tmp_path / "out.json", cells=[CELLS[0], other]))
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out.json").exists()
+
+
+def test_data_other_than_an_npz_file_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cell_order.main(["--data", "tfds", "--seeds", "0", "--cells", CELLS[0], "--out", str(tmp_path / "o.json")])
+    assert exit_info.value.code == 2 and "--data must be npz:PATH" in capsys.readouterr().err
