@@ -25,6 +25,12 @@ _CONSTANT_LEAVES = {("params", "scale"): 1.0, ("params", "bias"): 0.0, ("params"
                     ("batch_stats", "mean"): 0.0, ("batch_stats", "var"): 1.0}  # fmt: skip
 
 
+def scan_axes(path: tuple) -> int:
+    """How many scanned modules (``..._scan``) the pytree ``path`` of a variable, a gradient or a sown value passes
+    through: the number of layer axes stacked in front of its own."""
+    return sum(str(getattr(key, "key", key)).endswith(SCANNED) for key in path)
+
+
 def abstract_variables(model: nn.Module, image_shape: tuple[int, ...], *args, **kwargs) -> dict:
     """The shapes and dtypes (``jax.ShapeDtypeStruct`` leaves) of ``model.init(key, images, *args, **kwargs)`` for
     one image of ``image_shape``. Traced once per model and input shapes: a run asks for them several times (its
@@ -60,7 +66,7 @@ def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, int
     values, start = [], 0
     for (path, leaf), kind in zip(leaves, kinds, strict=True):
         if kind == ("params", "kernel"):
-            stacked = any(str(getattr(k, "key", "")).endswith(SCANNED) for k in path)
+            stacked = scan_axes(path) > 0
             fan_in = int(np.prod(leaf.shape[1 if stacked else 0 : -1]))  # a stacked kernel's layers are apart
             values.append(draws[start : start + leaf.size].reshape(leaf.shape) / np.sqrt(fan_in))
             start += leaf.size

@@ -382,8 +382,8 @@ class SearchRun(RunSession):
 
     def supernet_score(self, measure: str) -> tuple[str, Callable[[dict], float]]:
         """The name of ``measure``'s score and the function from edge weights ``{name: [E, K]}`` to the supernet's
-        score on the first ``selection_images`` held-out images (its loss, the ZiCo score of its gradients, or its
-        NTK's conditioning)."""
+        score on the first ``selection_images`` held-out images (its loss, the ZiCo score of its gradients, its
+        NTK's conditioning, or NASWOT's score of its activation patterns)."""
         config = self.config
         n = config.selection_images // config.batch_size
         idx = shard_batch(self.arch_idx[: n * config.batch_size].reshape(n, -1), self.mesh, 1)
@@ -412,8 +412,8 @@ class SearchRun(RunSession):
 
     def decide_edge(self, final: int, index: int, edge: tuple[str, int], shapes: dict) -> None:
         """Gives every op of ``edge`` still in play its merit (``selection_measure``) from a score of the perturbed
-        supernet on the held-out images (its loss, the ZiCo score of its gradients, or its NTK's conditioning), keeps
-        the op of highest merit, fixes the edge's logits on it and records the decision."""
+        supernet on the held-out images (its loss, or a score of its gradients, its NTK or its activation patterns:
+        ``supernet_score``), keeps the op of highest merit, fixes the edge's logits on it and records the decision."""
         measure = self.config.selection_measure
         in_play = candidates(jax.device_get(self.state["arch"])[edge[0]][edge[1]])
         key, base, scores, merit = self.score_ops(edge, measure, np.flatnonzero(in_play))

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asose_jax.nn.initializers import SCANNED
+from asose_jax.nn.initializers import scan_axes
 
 ARGMAX, PERTURBATION = "argmax", "perturbation"
 SELECTIONS = (ARGMAX, PERTURBATION)
@@ -145,7 +145,7 @@ def zico_score(grads: dict, reduce: Callable = jnp.sum) -> jax.Array:
     score does not depend on whether cells are scanned."""
 
     def leaf(path: tuple, g: jax.Array) -> jax.Array:
-        stacked = sum(str(getattr(key, "key", key)).endswith(SCANNED) for key in path)  # layer axes after N
+        stacked = scan_axes(path)  # layer axes after N
         std = jnp.std(g, axis=0)
         ratio = jnp.where(std > 0, jnp.mean(jnp.abs(g), axis=0) / jnp.where(std > 0, std, 1.0), 0.0)
         total = reduce(ratio, axis=tuple(range(stacked, ratio.ndim)))  # one value per layer
@@ -180,7 +180,7 @@ def activation_codes(sown: dict) -> jax.Array:
     each example's units of every ReLU, flattened and joined."""
 
     def leaf(path: tuple, code: jax.Array) -> jax.Array:
-        stacked = sum(str(getattr(key, "key", key)).endswith(SCANNED) for key in path)  # layer axes before B
+        stacked = scan_axes(path)  # layer axes before B
         return jnp.moveaxis(code, stacked, 0).reshape(code.shape[stacked], -1)
 
     return jnp.concatenate([leaf(path, c) for path, c in jax.tree_util.tree_leaves_with_path(sown)], axis=1)
