@@ -237,6 +237,7 @@ SELECT_STAGE = (
     "select_nb201_cpu_shrink.json",  # progressive shrinking by removal and by weight over the same cycles
     "select_nb201_cpu_grow_shrink.json",  # shrinking by weight while growing 1 -> 2 cells per stage (P-DARTS-like)
     "select_nb201_cpu_nwot.json",  # NASWOT's activation-pattern kernel as Zero-Cost-PT's measure
+    "select_nb201_cpu_cycles_removal_all.json",  # removal after the cycles on all held-out images
 )
 
 
@@ -517,6 +518,14 @@ def _nb201_baselines() -> str:
     every = list(table.values())
     high = [arch for arch, acc in table.items() if acc >= 93.8]  # the issue's bar for nb201-cpu
     residual = [table[arch] for arch in high if ops[arch][3] == "skip_connect"]  # row 3: edge 3<-0
+    convs = {"nor_conv_1x1", "nor_conv_3x3"}
+
+    def residual_with(edge_3_1: set[str]) -> list[float]:
+        """Cells with ``skip_connect`` on 3<-0, an op of ``edge_3_1`` on 3<-1, convolutions on the other edges."""
+        return [acc for arch, acc in table.items() if ops[arch][3] == "skip_connect" and ops[arch][4] in edge_3_1
+                and set(ops[arch][:3] + ops[arch][5:]) <= convs]  # fmt: skip
+
+    residual_convs, residual_pool = residual_with(convs), residual_with({"avg_pool_3x3"})
     rows = [
         ["the best cell", "1", f"{max(every):.2f}", "-"],
         ["cells of only `nor_conv_1x1` / `nor_conv_3x3`", f"{len(conv):,}", f"{statistics.mean(conv):.2f}",
@@ -527,6 +536,10 @@ def _nb201_baselines() -> str:
          f"{statistics.median(table[a] for a in high):.2f}"],
         ["of these, cells with `skip_connect` on edge 3<-0 (input to output)", f"{len(residual)}",
          f"{statistics.mean(residual):.2f}", f"{statistics.median(residual):.2f}"],
+        ["cells with `skip_connect` on edge 3<-0 and convolutions on the other five edges", f"{len(residual_convs)}",
+         f"{statistics.mean(residual_convs):.2f}", f"{statistics.median(residual_convs):.2f}"],
+        ["the same with `avg_pool_3x3` on edge 3<-1", f"{len(residual_pool)}", f"{statistics.mean(residual_pool):.2f}",
+         f"{statistics.median(residual_pool):.2f}"],
     ]  # fmt: skip
     return "\n".join([
         md_table(["cells", "how many", "mean accuracy", "median"], rows),
