@@ -36,9 +36,11 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 import cifar10_train  # noqa: E402
 
+from asose_jax.runtime.cli import flag_names  # noqa: E402
 from asose_jax.runtime.metrics_log import write_json  # noqa: E402
 from asose_jax.search.nb201_table import load_nb201_table  # noqa: E402
 from asose_jax.spaces.genotypes import NB201Genotype, genotype_to_json  # noqa: E402
+from asose_jax.train.config import TrainConfig  # noqa: E402
 from benchmarks.render_tables import md_table  # noqa: E402
 from benchmarks.search_quality import (  # noqa: E402
     DEFAULT_TABLE,
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(arch, seed) for seed in args.seeds for arch in args.cells]  # seed by seed: cells share the machine alike
     for arch, seed in jobs:  # every run directory checked before any training starts
         workdir = run_dir(args, arch, seed)
-        check_reusable(workdir, train_args(args, arch, seed, workdir), requested_training, {})
+        check_reusable(workdir, train_args(args, arch, seed, workdir), requested_training, flag_names(TrainConfig))
     rows = run_pinned(functools.partial(run_one, args), jobs, args.parallel)
     cells = []
     for arch in args.cells:

@@ -426,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     order = sorted(range(len(jobs)), key=lambda i: (jobs[i][1], i))  # seed by seed: settings share the machine alike
     ordered = run_pinned(functools.partial(run_one, args), [jobs[i] for i in order], args.parallel)
-    workdirs = [ordered[order.index(i)] for i in range(len(jobs))]
+    finished = dict(zip(order, ordered, strict=True))
+    workdirs = [finished[i] for i in range(len(jobs))]
     rows, curves = [], {}
     for (method, seed), workdir in zip(jobs, workdirs, strict=True):
         row, epochs = run_record(workdir, method_label(method), seed)
